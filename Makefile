@@ -1,0 +1,40 @@
+# Two entry points, each with its own virtual environment so that a fresh machine with only
+# Python 3.11 and pip can run them:   make demo   |   make test
+PYTHON ?= python3
+DEMO_VENV := .venv-demo
+TEST_VENV := .venv
+# PyTorch is pinned to the CPU build that these machines carry; installing it first keeps pip
+# from resolving the package's torch range to a multi-GB CUDA download.
+TORCH_PIN := torch==2.13.0
+
+.PHONY: demo test lint docs clean
+
+$(DEMO_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install --quiet --upgrade pip
+	$(DEMO_VENV)/bin/pip install --quiet -e ".[cli]"
+	touch $@
+
+demo: $(DEMO_VENV)/.installed
+	$(DEMO_VENV)/bin/kldiv demo
+
+$(TEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(TEST_VENV)/bin/pip install --quiet $(TORCH_PIN)
+	$(TEST_VENV)/bin/pip install --quiet -e ".[dev]"
+	touch $@
+
+lint: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/ruff check src tests benchmarks examples
+	$(TEST_VENV)/bin/ruff format --check src tests benchmarks examples
+	$(TEST_VENV)/bin/mypy
+
+docs: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/mkdocs build --strict --site-dir site
+
+test: lint docs
+	$(TEST_VENV)/bin/python -m pytest -n 2 --dist loadgroup
+
+clean:
+	rm -rf $(DEMO_VENV) $(TEST_VENV) site build dist .pytest_cache .mypy_cache .ruff_cache

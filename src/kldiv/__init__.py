@@ -1,0 +1,24 @@
+"""kldiv: Kullback-Leibler divergence done right."""
+
+__version__ = "0.1.0"
+
+from kldiv._divergences import (
+    cross_entropy,
+    entropy,
+    jeffreys,
+    js_div,
+    kl_div,
+    renyi_div,
+)
+from kldiv._gaussian import gaussian_kl
+
+__all__ = [
+    "__version__",
+    "cross_entropy",
+    "entropy",
+    "gaussian_kl",
+    "jeffreys",
+    "js_div",
+    "kl_div",
+    "renyi_div",
+]
