@@ -7,10 +7,11 @@ is skipped for lazy or traced arrays (Dask, JAX tracers, ``torch.compile``).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
-from collections.abc import Sequence
-from typing import Any, Literal, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, ParamSpec, TypeAlias, TypeVar
 
 import array_api_compat
 import numpy as np
@@ -20,6 +21,28 @@ Namespace: TypeAlias = Any
 Kind: TypeAlias = Literal["probs", "log_probs", "logits"]
 
 KINDS: tuple[str, ...] = ("probs", "log_probs", "logits")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def quiet(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Silence NumPy's floating-point warnings inside ``function``.
+
+    The divergences handle 0, ±inf and NaN explicitly, so a warning about log(0) or an
+    overflowing ratio in a branch that is masked out would only be noise. Other libraries
+    do not warn, and ``torch.compile`` cannot trace ``np.errstate``, so it is entered only
+    when an argument is NumPy data.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        if any(isinstance(a, (np.ndarray, np.generic, list, tuple)) for a in args):
+            with np.errstate(all="ignore"):
+                return function(*args, **kwargs)
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 def namespace(*arrays: Any, names: Sequence[str]) -> tuple[Namespace, list[Array]]:
@@ -31,7 +54,7 @@ def namespace(*arrays: Any, names: Sequence[str]) -> tuple[Namespace, list[Array
     found = [a for a in arrays if array_api_compat.is_array_api_obj(a)]
     if not found:
         return array_api_compat.array_namespace(np.empty(0)), [
-            a if isinstance(a, (int, float)) else np.asarray(a, dtype=np.float64) for a in arrays
+            a if _is_scalar(a) else np.asarray(a, dtype=np.float64) for a in arrays
         ]
     converted = [
         np.asarray(a, dtype=np.float64) if isinstance(a, (list, tuple)) else a for a in arrays
@@ -52,7 +75,8 @@ def namespace(*arrays: Any, names: Sequence[str]) -> tuple[Namespace, list[Array
 
 
 def _is_scalar(a: Any) -> bool:
-    return isinstance(a, (int, float)) and not isinstance(a, bool)
+    """A Python number (not a NumPy scalar, which is an array of its library)."""
+    return type(a) in (int, float)
 
 
 def compute_dtype(xp: Namespace, arrays: Sequence[tuple[str, Array]]) -> tuple[Any, Any]:

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from kldiv import _fast_numpy
-from kldiv._array import Array, Namespace
+from kldiv._array import KINDS, Array, Namespace, quiet
 from kldiv._sides import Prepared, Side, logsumexp, prepare
 
 _INF = float("inf")
@@ -23,24 +23,24 @@ def _kinds(kind: str, p_kind: str | None, q_kind: str | None) -> tuple[str, str]
 
 
 def _log_ratio(xp: Namespace, p: Side, q: Side) -> Array:
-    """log(p/q) on the support of p (0 elsewhere), +inf where q = 0 < p.
+    """log(p/q) on the support of p (0 elsewhere), +inf where q = 0 < p, NaN where q is NaN.
 
-    For two probability inputs the ratio is formed before the logarithm, which keeps KL(P‖Q)
-    accurate to the last digits when P ≈ Q; a ratio that overflows falls back to log p − log q.
+    For two probability inputs, log1p((p − q)/q) is used where p and q are close: it keeps
+    KL(P‖Q) accurate to the last digits when P ≈ Q, where log(p/q) — and vectorized logs in
+    particular — lose them. Elsewhere log p − log q, which cannot overflow for subnormal q.
     """
     both = p.support & q.support
+    zeros = xp.zeros_like(p.log)
+    log_p, log_q = xp.where(both, p.log, zeros), xp.where(both, q.log, zeros)
+    finite = log_p - log_q
     if p.probs is not None and q.probs is not None:
         ones = xp.ones_like(p.probs)
-        p_safe = xp.where(both, p.probs, ones)
-        q_safe = xp.where(both, q.probs, ones)
-        ratio = p_safe / q_safe
-        finite = xp.log(xp.where(xp.isfinite(ratio), ratio, ones))
-        finite = xp.where(xp.isfinite(ratio), finite, xp.log(p_safe) - xp.log(q_safe))
-    else:
-        zeros = xp.zeros_like(p.log)
-        finite = xp.where(both, p.log, zeros) - xp.where(both, q.log, zeros)
+        p_safe, q_safe = xp.where(both, p.probs, ones), xp.where(both, q.probs, ones)
+        relative = (p_safe - q_safe) / q_safe
+        near = xp.abs(relative) < 0.5
+        finite = xp.where(near, xp.log1p(xp.where(near, relative, zeros)), finite)
     inside = xp.where(q.support, finite, xp.full_like(finite, _INF))
-    return _keep_nan(xp, xp.where(p.support, inside, xp.zeros_like(inside)), q)
+    return _keep_nan(xp, xp.where(p.support, inside, zeros), q)
 
 
 def _keep_nan(xp: Namespace, terms: Array, q: Side) -> Array:
@@ -110,16 +110,18 @@ def kl_div(
         inf
     """
     p_kind, q_kind = _kinds(kind, p_kind, q_kind)
-    if isinstance(normalize, bool) and _fast_numpy.applies(p, q, p_kind, q_kind, axis, where):
+    if _fast_numpy.applies(p, q, axis, where, normalize) and {p_kind, q_kind} <= set(KINDS):
         return _fast_numpy.kl_div(
-            p, q, axis=axis, base=base, keepdims=keepdims, normalize=normalize, generic=_kl_div
-        )
+            p, q, p_kind=p_kind, q_kind=q_kind, axis=axis, base=base, keepdims=keepdims,
+            normalize=normalize, generic=_kl_div,
+        )  # fmt: skip
     return _kl_div(
         p, q, p_kind=p_kind, q_kind=q_kind, axis=axis, base=base, keepdims=keepdims,
         where=where, normalize=normalize,
     )  # fmt: skip
 
 
+@quiet
 def _kl_div(
     p: Any,
     q: Any,
@@ -145,6 +147,7 @@ def _kl_div(
     return prepared.reduce(_kl_terms(xp, side_p, side_q))
 
 
+@quiet
 def cross_entropy(
     p: Any,
     q: Any,
@@ -194,6 +197,7 @@ def cross_entropy(
     return prepared.reduce(_keep_nan(xp, side_p.safe_probs(xp) * neg_log_q, side_q))
 
 
+@quiet
 def entropy(
     p: Any,
     /,
@@ -230,6 +234,7 @@ def entropy(
     return prepared.reduce(-side.safe_probs(xp) * side.safe_log(xp))
 
 
+@quiet
 def jeffreys(
     p: Any,
     q: Any,
@@ -284,6 +289,7 @@ def _check_fraction(name: str, value: float) -> float:
     return float(value)
 
 
+@quiet
 def js_div(
     p: Any,
     q: Any,
@@ -358,6 +364,7 @@ def js_terms(prepared: Prepared, beta: float) -> Array:
     return beta * terms_p + (1.0 - beta) * terms_q
 
 
+@quiet
 def renyi_div(
     p: Any,
     q: Any,

@@ -1,11 +1,12 @@
-"""A cache-blocked, multithreaded path for `kldiv.kl_div` on NumPy probabilities.
+"""A cache-blocked, multithreaded path for `kldiv.kl_div` on NumPy arrays.
 
-The generic Array API path makes several full passes over (rows × support) temporaries. For
-the most common call — two NumPy arrays of probabilities — this path walks row blocks small
-enough to stay in cache, checks row sums and reduces each block while it is hot, and spreads
-blocks over threads (NumPy releases the GIL in its ufuncs). Anything unusual — a row sum off
-1, a negative entry, a zero, an infinity or a NaN — is handed to the generic path, which owns
-the conventions and the error messages, so both paths agree.
+The generic Array API path makes a dozen full passes over (rows × support) temporaries. For
+the most common calls — two same-shape NumPy arrays of probabilities, log-probabilities or
+logits — this path walks row blocks small enough to stay in cache, checks and reduces each
+block while it is hot, and spreads blocks over threads (NumPy releases the GIL in its
+ufuncs). Anything unusual — a row sum off 1, a negative entry, an infinite result or a NaN —
+is handed to the generic path, which owns the conventions and the error messages, so both
+paths give the same answers.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import numpy as np
 
 from kldiv._array import log_of_base, sum_tolerance
 
-_BLOCK_BYTES = 1 << 18
+_BLOCK_BYTES = 1 << 17
 _MIN_PARALLEL_ELEMENTS = 1 << 18
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 Generic = Callable[..., Any]
 
 
-def applies(p: Any, q: Any, p_kind: str, q_kind: str, axis: Any, where: Any) -> bool:
-    """Whether `kl_div` can take this path: same-shape float32/float64 NumPy probabilities."""
+def applies(p: Any, q: Any, axis: Any, where: Any, normalize: Any) -> bool:
+    """Whether `kl_div` can take this path: same-shape float32/float64 NumPy arrays, no mask."""
     return (
-        p_kind == "probs"
-        and q_kind == "probs"
-        and where is None
+        where is None
+        and isinstance(normalize, bool)
         and isinstance(p, np.ndarray)
         and isinstance(q, np.ndarray)
         and p.dtype == q.dtype
@@ -48,6 +48,8 @@ def kl_div(
     p: np.ndarray,
     q: np.ndarray,
     *,
+    p_kind: str,
+    q_kind: str,
     axis: int,
     base: float | None,
     keepdims: bool,
@@ -56,53 +58,62 @@ def kl_div(
 ) -> Any:
     """KL(P‖Q) along ``axis``; ``generic`` is the Array API implementation used for unusual rows."""
     log_base = log_of_base(base)
+    kinds = {"p_kind": p_kind, "q_kind": q_kind, "normalize": normalize}
     moved_p = np.moveaxis(p, axis, -1)
     batch_shape, size = moved_p.shape[:-1], moved_p.shape[-1]
     rows_p = moved_p.reshape(-1, size)
     rows_q = np.moveaxis(q, axis, -1).reshape(-1, size)
     result = np.empty(rows_p.shape[0], dtype=p.dtype)
-    off_one = _run_blocks(rows_p, rows_q, result, normalize=normalize)
+    invalid = _run_blocks(rows_p, rows_q, result, p_kind, q_kind, normalize)
     unusual = ~np.isfinite(result)
-    if off_one or (unusual.any() and (np.any(rows_p < 0) or np.any(rows_q < 0))):
+    if invalid or (unusual.any() and _has_negative(rows_p, rows_q, p_kind, q_kind)):
         # Invalid input: the generic path raises with the index of the first problem.
-        return generic(p, q, axis=axis, base=base, keepdims=keepdims, normalize=normalize)
+        return generic(p, q, **kinds, axis=axis, base=base, keepdims=keepdims)
     if unusual.any():
-        result[unusual] = generic(rows_p[unusual], rows_q[unusual], axis=-1, normalize=normalize)
+        result[unusual] = generic(rows_p[unusual], rows_q[unusual], **kinds, axis=-1)
     if log_base is not None:
         result /= log_base
     out = result.reshape(batch_shape)
     return np.expand_dims(out, axis) if keepdims else out
 
 
+def _has_negative(rows_p: np.ndarray, rows_q: np.ndarray, p_kind: str, q_kind: str) -> bool:
+    return (p_kind == "probs" and bool(np.any(rows_p < 0))) or (
+        q_kind == "probs" and bool(np.any(rows_q < 0))
+    )
+
+
 def _run_blocks(
-    rows_p: np.ndarray, rows_q: np.ndarray, result: np.ndarray, *, normalize: bool
+    rows_p: np.ndarray,
+    rows_q: np.ndarray,
+    result: np.ndarray,
+    p_kind: str,
+    q_kind: str,
+    normalize: bool,
 ) -> bool:
-    """Fill ``result`` with Σ p·log(p/q) per row; return True if a row sum is off 1."""
+    """Fill ``result`` with KL per row (NaN/inf for rows to redo); True if a probability row is off 1."""
     n_rows, size = rows_p.shape
     per_block = max(1, _BLOCK_BYTES // (size * rows_p.itemsize))
     starts = list(range(0, n_rows, per_block))
     tolerance = sum_tolerance(np, rows_p.dtype)
+    both_probs = p_kind == q_kind == "probs"
 
     def work(chunk: list[int]) -> bool:
-        buffer = np.empty((per_block, size), dtype=rows_p.dtype)
+        scratch = np.empty((4, per_block, size), dtype=rows_p.dtype)
         for start in chunk:
             stop = min(start + per_block, n_rows)
-            block_p, block_q, out = rows_p[start:stop], rows_q[start:stop], buffer[: stop - start]
-            sums_p = block_p.sum(axis=1)
-            sums_q = block_q.sum(axis=1)
-            if not normalize and (
-                np.any(np.abs(sums_p - 1) > tolerance) or np.any(np.abs(sums_q - 1) > tolerance)
-            ):
-                return True
+            rows = stop - start
             with np.errstate(all="ignore"):
-                np.divide(block_p, block_q, out=out)
-                if normalize:
-                    # p/Σp over q/Σq, and the outer weight p/Σp applied after the row sum.
-                    out *= (sums_q / sums_p)[:, None]
-                np.log(out, out=out)
-                np.multiply(out, block_p, out=out)
-                totals = out.sum(axis=1)
-                result[start:stop] = totals / sums_p if normalize else totals
+                p = _probs_or_log(rows_p[start:stop], p_kind, normalize, tolerance, scratch[0, :rows])
+                q = _probs_or_log(rows_q[start:stop], q_kind, normalize, tolerance, scratch[1, :rows])
+                if p is None or q is None:
+                    return True
+                terms = scratch[2, :rows]
+                if both_probs:
+                    _probs_terms(p, q, terms)
+                else:
+                    _log_terms(p, q, p_kind, q_kind, terms, scratch[3, :rows])
+                result[start:stop] = terms.sum(axis=1)
         return False
 
     workers = min(os.cpu_count() or 1, len(starts))
@@ -111,3 +122,52 @@ def _run_blocks(
     chunks = [starts[i::workers] for i in range(workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return any(list(pool.map(work, chunks)))
+
+
+def _probs_or_log(
+    block: np.ndarray, kind: str, normalize: bool, tolerance: float, out: np.ndarray
+) -> np.ndarray | None:
+    """Probabilities (kind "probs", checked or normalized) or log-probabilities, per block.
+
+    Returns None when a probability row sum is off 1 (the caller reports it).
+    """
+    if kind == "log_probs":
+        return block
+    if kind == "logits":
+        np.subtract(block, block.max(axis=1, keepdims=True), out=out)
+        total = np.exp(out).sum(axis=1, keepdims=True)
+        out -= np.log(total)
+        return out
+    sums = block.sum(axis=1, keepdims=True)
+    if normalize:
+        return np.divide(block, sums, out=out)
+    if np.any(np.abs(sums - 1) > tolerance):
+        return None
+    return block
+
+
+def _probs_terms(p: np.ndarray, q: np.ndarray, terms: np.ndarray) -> None:
+    """p·log1p((p − q)/q): exact near p = q, as in the generic path."""
+    zero_p = None if p.all() else np.equal(p, 0)
+    np.subtract(p, q, out=terms)
+    np.divide(terms, q, out=terms)
+    np.log1p(terms, out=terms)
+    terms *= p
+    if zero_p is not None:
+        # 0·log(0/q) = 0; multiplying q's entries keeps a NaN there.
+        terms[zero_p] = q[zero_p] * 0.0
+
+
+def _log_terms(
+    p: np.ndarray, q: np.ndarray, p_kind: str, q_kind: str, terms: np.ndarray, probs: np.ndarray
+) -> None:
+    """exp(log p)·(log p − log q), with either side given as probabilities or in log space."""
+    log_p = np.log(p) if p_kind == "probs" else p
+    log_q = np.log(q) if q_kind == "probs" else q
+    probs_p = p if p_kind == "probs" else np.exp(p, out=probs)
+    np.subtract(log_p, log_q, out=terms)
+    terms *= probs_p
+    zero_p = probs_p == 0
+    if zero_p.any():
+        # Outside the support of p the term is 0, unless q is NaN there.
+        terms[zero_p] = np.where(np.isnan(log_q[zero_p]), np.nan, 0.0)

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from kldiv._array import as_compute, broadcast_shapes, compute_dtype, namespace, normalize_axis
+from kldiv._array import (
+    as_compute,
+    broadcast_shapes,
+    compute_dtype,
+    namespace,
+    normalize_axis,
+    quiet,
+)
 
 
+@quiet
 def gaussian_kl(
     mean_p: Any,
     logvar_p: Any,
@@ -55,7 +63,7 @@ def gaussian_kl(
     result_dtype, dtype = compute_dtype(xp, named)
     shape = broadcast_shapes(named)
     axis = normalize_axis(axis, len(shape))
-    like = next(a for a in arrays if not isinstance(a, (int, float)))
+    like = next(a for a in arrays if hasattr(a, "dtype"))
     m_p, lv_p, m_q, lv_q = (as_compute(xp, a, dtype, like=like) for a in arrays)
     log_ratio = lv_p - lv_q
     terms = xp.expm1(log_ratio) - log_ratio + (m_p - m_q) ** 2 * xp.exp(-lv_q)

@@ -68,8 +68,7 @@ class Prepared:
         xp = self.xp
         if self.where is not None:
             terms = xp.where(self.where, terms, xp.zeros_like(terms))
-        total = xp.sum(terms, axis=self.axis, keepdims=self.keepdims)
-        return self.finish(total)
+        return self.finish(xp.sum(terms, axis=self.axis, keepdims=self.keepdims))
 
     def finish(self, total: Array) -> Array:
         """Convert a reduced result to the requested base and the inputs' floating dtype."""

@@ -92,7 +92,9 @@ def test_cross_entropy(backend) -> None:  # type: ignore[no-untyped-def]
 def test_jeffreys(backend) -> None:  # type: ignore[no-untyped-def]
     q = _dirichlet((4, 7))
     p = _dirichlet((4, 7))
-    check(backend, kldiv.jeffreys(backend.asarray(p), backend.asarray(q)), ref_kl(p, q) + ref_kl(q, p))
+    check(
+        backend, kldiv.jeffreys(backend.asarray(p), backend.asarray(q)), ref_kl(p, q) + ref_kl(q, p)
+    )
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
