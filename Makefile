@@ -26,8 +26,8 @@ $(TEST_VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: $(TEST_VENV)/.installed
-	$(TEST_VENV)/bin/ruff check src tests benchmarks examples
-	$(TEST_VENV)/bin/ruff format --check src tests benchmarks examples
+	$(TEST_VENV)/bin/ruff check .
+	$(TEST_VENV)/bin/ruff format --check .
 	$(TEST_VENV)/bin/mypy
 
 docs: $(TEST_VENV)/.installed
