@@ -104,8 +104,12 @@ def _run_blocks(
             stop = min(start + per_block, n_rows)
             rows = stop - start
             with np.errstate(all="ignore"):
-                p = _probs_or_log(rows_p[start:stop], p_kind, normalize, tolerance, scratch[0, :rows])
-                q = _probs_or_log(rows_q[start:stop], q_kind, normalize, tolerance, scratch[1, :rows])
+                p = _probs_or_log(
+                    rows_p[start:stop], p_kind, normalize, tolerance, scratch[0, :rows]
+                )
+                q = _probs_or_log(
+                    rows_q[start:stop], q_kind, normalize, tolerance, scratch[1, :rows]
+                )
                 if p is None or q is None:
                     return True
                 terms = scratch[2, :rows]
