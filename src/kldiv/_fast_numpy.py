@@ -144,7 +144,8 @@ def _probs_or_log(
         return out
     sums = block.sum(axis=1, keepdims=True)
     if normalize:
-        return np.divide(block, sums, out=out)
+        np.divide(block, sums, out=out)
+        return out
     if np.any(np.abs(sums - 1) > tolerance):
         return None
     return block
