@@ -96,10 +96,8 @@ def compute_dtype(xp: Namespace, arrays: Sequence[tuple[str, Array]]) -> tuple[A
             )
         dtypes.append(a.dtype)
     result = xp.result_type(*dtypes)
+    # float16 and bfloat16 cannot hold log-probabilities of large supports precisely.
     wide = result if result in (xp.float32, xp.float64) else xp.float32
-    if result not in (xp.float32, xp.float64) and xp.isdtype(result, "real floating"):
-        # float16 and bfloat16 cannot hold log-probabilities of large supports precisely.
-        wide = xp.float32
     return result, wide
 
 
