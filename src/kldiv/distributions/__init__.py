@@ -12,7 +12,7 @@ from kldiv.distributions import (
 from kldiv.distributions._kl import METHODS, kl
 from kldiv.distributions._mixture import Mixture
 from kldiv.distributions._registry import NoClosedForm, register_kl, registered_pairs
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 from kldiv.distributions._types import (
     Beta,
     Cauchy,

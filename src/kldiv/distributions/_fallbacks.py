@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.integrate
 
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 from kldiv.distributions._types import Distribution, Float64Array
 from kldiv.estimate._log_ratio import mean_and_stderr
 

@@ -4,7 +4,7 @@ Each returns a :class:`KLResult` (value, ``stderr``, ``method``, ``units``, ``n`
 :func:`bootstrap` gives a resampling standard error for any of them.
 """
 
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 from kldiv.estimate._bootstrap import bootstrap
 from kldiv.estimate._counts import categorical, counts
 from kldiv.estimate._knn import knn

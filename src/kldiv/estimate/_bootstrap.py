@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 
 __all__ = ["bootstrap"]
 

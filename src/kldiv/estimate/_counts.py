@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from kldiv import kl_div
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 
 __all__ = ["PRIORS", "categorical", "counts"]
 

@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-from kldiv.distributions._result import KLResult, units_for_base
+from kldiv._result import KLResult, units_for_base
 
 __all__ = ["knn"]
 

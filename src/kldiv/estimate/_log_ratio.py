@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from kldiv.distributions._result import KLResult
+from kldiv._result import KLResult
 
 __all__ = ["ESTIMATORS", "log_ratio", "log_ratio_terms"]
 
