@@ -11,9 +11,12 @@ from kldiv._divergences import (
     renyi_div,
 )
 from kldiv._gaussian import gaussian_kl
+from kldiv.report import Report, compare
 
 __all__ = [
+    "Report",
     "__version__",
+    "compare",
     "cross_entropy",
     "entropy",
     "gaussian_kl",

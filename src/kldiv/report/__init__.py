@@ -1,0 +1,12 @@
+"""Comparing two models' output distributions position by position: `compare` and its `Report`."""
+
+from kldiv.report._checks import InputError
+from kldiv.report._compare import compare
+from kldiv.report._report import PERCENTILES, Report
+
+__all__ = [
+    "PERCENTILES",
+    "InputError",
+    "Report",
+    "compare",
+]

@@ -1,0 +1,238 @@
+"""`compare`: per-position divergences between two models' outputs, streamed in row chunks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from kldiv._array import KINDS, check_kind
+from kldiv.report._checks import InputError, check_labels, raise_first_problem, to_numpy
+from kldiv.report._chunks import Rows
+from kldiv.report._report import Report
+from kldiv.report._statistics import CompiledStatistics, chunk_statistics, compiled_statistics
+
+Progress = Callable[[int, int], None]
+
+# A chunk of about this many float32 elements per input keeps the temporaries of the
+# divergences near the CPU caches while amortizing the per-call overhead.
+_CHUNK_ELEMENTS = 1 << 20
+_MAX_WORKERS = 8
+
+
+def compare(
+    base: Any,
+    test: Any,
+    /,
+    *,
+    kind: str = "logits",
+    labels: Any = None,
+    chunk_rows: int | None = None,
+    progress: bool | Progress = False,
+) -> Report:
+    r"""Per-position KL(base‖test), reverse KL, JSD and top-1 agreement of two models' outputs.
+
+    .. math::
+        \mathrm{KL}_i = \sum_v p_i(v) \left(\log p_i(v) - \log q_i(v)\right)
+
+    for each position :math:`i`, with :math:`p_i` from ``base`` and :math:`q_i` from ``test``,
+    as in llama.cpp's ``--kl-divergence`` mode. Rows are read ``chunk_rows`` at a time, so a
+    memory-mapped input larger than RAM streams through bounded memory; the divergences are
+    `kldiv.kl_div` and `kldiv.js_div` on each chunk. NumPy chunks run on one thread per core.
+    For NumPy logits or log-probabilities of more than 2**28 entries per input, and PyTorch
+    installed, the per-chunk computation is fused by `torch.compile` (PyTorch is set to one
+    thread while `compare` runs, one chunk per core); without a working compiler it falls back
+    to the same computation uncompiled.
+
+    Args:
+        base: the reference model's outputs, shape (N, V) or (B, T, V) (flattened to B·T
+            positions); a NumPy array or memory map, a torch tensor, or any Array API array;
+            float16, bfloat16, float32 or float64.
+        test: the compared model's outputs, the same shape as ``base``.
+        kind: what both inputs hold: ``"logits"``, ``"log_probs"`` or ``"probs"``. Entries
+            must be finite, except -inf for zero probability in logits and log-probabilities.
+        labels: the observed next tokens, integers of shape (N,) or (B, T); a negative label
+            skips its position. With labels the report adds Δp and perplexities.
+        chunk_rows: rows per chunk; by default about a million elements per input. Any value
+            gives the same result.
+        progress: True for a progress bar on stderr (needs rich), or a callable receiving
+            ``(rows_done, rows_total)`` after each chunk.
+
+    Returns:
+        A `Report` with per-position values (float64, nats) and their summary.
+
+    Raises:
+        InputError: (a ValueError) naming ``base``, ``test`` or ``labels`` and the first
+            problem: a NaN or +inf, a negative probability, a row not summing to 1, or a label
+            out of range.
+        ValueError: on shapes that differ or hold no position, or an unknown ``kind``.
+
+    References:
+        llama.cpp, ``tools/perplexity`` (``--kl-divergence``): the statistics reported here.
+
+    Examples:
+        >>> import numpy as np
+        >>> from kldiv.report import compare
+        >>> base = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+        >>> test = np.log(np.array([[0.5, 0.5], [0.8, 0.2]]))
+        >>> report = compare(base, test, kind="log_probs")
+        >>> report.kld.round(4)
+        array([0.    , 0.0367])
+        >>> report.to_dict()["top1_agreement"]["value"]
+        1.0
+    """
+    check_kind(kind, allowed=KINDS)
+    rows_base, rows_test = Rows(base, "base"), Rows(test, "test")
+    if rows_base.shape != rows_test.shape:
+        raise ValueError(
+            f"base has shape {rows_base.shape} and test has shape {rows_test.shape}; "
+            "compare needs outputs for the same positions over the same vocabulary"
+        )
+    n, vocab = rows_base.n, rows_base.vocab
+    label_rows = check_labels(labels, rows_base.shape[:-1], n, vocab)
+    step = _chunk_rows(chunk_rows, vocab)
+    kld, reverse, jsd = (np.empty(n) for _ in range(3))
+    top1 = np.empty(n, dtype=bool)
+    label_base, label_test = np.full(n, np.nan), np.full(n, np.nan)
+    batch_shape = rows_base.shape[:-1]
+
+    compiled = None
+    if rows_base.is_numpy and rows_test.is_numpy:
+        compiled = compiled_statistics(kind, step, n * vocab)
+
+    def evaluate(start: int) -> int:
+        nonlocal compiled
+        stop = min(start + step, n)
+        chunk_labels = None if label_rows is None else label_rows[start:stop]
+        where = (start, batch_shape)
+        out = None
+        if compiled is not None:
+            a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
+            try:
+                out = _chunk(a, b, kind, chunk_labels, where, compiled)
+            except InputError:
+                raise
+            except Exception:
+                # No compiler or an unsupported platform: the eager path gives the same values.
+                compiled = None
+        if out is None:
+            a, b = rows_base.read(start, stop, kind), rows_test.read(start, stop, kind)
+            out = _chunk(a, b, kind, chunk_labels, where)
+        kld[start:stop], reverse[start:stop], jsd[start:stop], top1[start:stop] = out[:4]
+        if chunk_labels is not None:
+            label_base[start:stop], label_test[start:stop] = out[4], out[5]
+        rows_base.release(start, stop)
+        rows_test.release(start, stop)
+        return stop
+
+    report_progress, close = _progress(progress, n)
+    try:
+        with compiled if compiled is not None else contextlib.nullcontext():
+            for stop in _in_order(evaluate, range(0, n, step), _workers(rows_base, rows_test)):
+                report_progress(stop, n)
+    finally:
+        close()
+    if label_rows is None:
+        return Report(kind, kld, reverse, jsd, top1)
+    labeled = label_rows >= 0
+    return Report(kind, kld, reverse, jsd, top1, label_base[labeled], label_test[labeled])
+
+
+def _workers(*inputs: Rows) -> int:
+    """Threads for chunks of NumPy inputs; other libraries parallelize inside each operation."""
+    if not all(rows.is_numpy for rows in inputs):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(_MAX_WORKERS, cores or 1)
+
+
+def _in_order(evaluate: Callable[[int], int], starts: range, workers: int) -> Iterator[int]:
+    """Run ``evaluate`` on every start, ``workers`` at a time, yielding results in order.
+
+    NumPy's ufuncs and compiled PyTorch kernels release the GIL, so chunks on threads use
+    every core. The first chunk runs alone (it compiles, if anything does); then at most
+    ``workers + 1`` chunks are in flight, which bounds the memory. The first failing chunk
+    (in row order) raises.
+    """
+    if len(starts) == 0:
+        return
+    yield evaluate(starts[0])
+    if workers < 2:
+        for start in starts[1:]:
+            yield evaluate(start)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[int]] = deque()
+        try:
+            for start in starts[1:]:
+                pending.append(pool.submit(evaluate, start))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+def _chunk(
+    a: Any,
+    b: Any,
+    kind: str,
+    labels: np.ndarray | None,
+    where: tuple[int, tuple[int, ...]],
+    compiled: CompiledStatistics | None = None,
+) -> tuple[np.ndarray, ...]:
+    """Divergences, top-1 agreement and label log-probabilities for one chunk, as NumPy.
+
+    ``where`` is the chunk's first row and the inputs' batch shape, to locate problems;
+    ``compiled``, if given, computes the statistics from the raw NumPy rows.
+    """
+    # Skipped positions (negative labels) read token 0 and are dropped by the caller.
+    index = None if labels is None else np.maximum(labels, 0)[:, None]
+    try:
+        # Invalid entries are located and reported below, after the fact, instead of warned about.
+        with np.errstate(all="ignore"):
+            if compiled is not None:
+                values = compiled(a, b, index)
+            else:
+                device = array_api_compat.device(a)
+                xp = array_api_compat.array_namespace(a, b)
+                on_device = None if index is None else xp.asarray(index, device=device)
+                values = chunk_statistics(a, b, kind, on_device)
+    except ValueError as error:
+        raise_first_problem(a, b, kind, *where)
+        raise error
+    out = [to_numpy(v) for v in values]
+    out = [v if v.dtype == np.bool_ else v.astype(np.float64, copy=False) for v in out]
+    if not all(np.isfinite(v).all() for v in out[:3]):
+        raise_first_problem(a, b, kind, *where)
+    return tuple(out)
+
+
+def _chunk_rows(chunk_rows: int | None, vocab: int) -> int:
+    if chunk_rows is None:
+        return max(1, _CHUNK_ELEMENTS // vocab)
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}")
+    return chunk_rows
+
+
+def _progress(progress: bool | Progress, total: int) -> tuple[Progress, Callable[[], None]]:
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return lambda done, total: None, lambda: None
+    from rich.console import Console
+    from rich.progress import Progress as Bar
+
+    bar = Bar(console=Console(stderr=True), transient=True)
+    task = bar.add_task("comparing", total=total)
+    bar.start()
+    return lambda done, _: bar.update(task, completed=done), bar.stop

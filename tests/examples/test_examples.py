@@ -1,0 +1,53 @@
+"""Each example runs end to end (smoke test with small sizes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(script: str, *args: str, cwd: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_distillation(tmp_path: Path) -> None:
+    out = run("distillation.py", "--steps", "3", cwd=tmp_path)
+    assert "labels only" in out
+    assert "distilled" in out
+
+
+def test_vae(tmp_path: Path) -> None:
+    out = run("vae.py", "--steps", "3", cwd=tmp_path)
+    # gaussian_kl agrees with torch.distributions' closed form to float32 rounding.
+    difference = float(out.strip().splitlines()[-1].rsplit(" ", 1)[-1])
+    assert difference < 1e-5
+
+
+def test_quantized_logits(tmp_path: Path) -> None:
+    out = run(
+        "quantized_logits.py", "--steps", "3", "--positions", "200", "--out", "q", cwd=tmp_path
+    )
+    assert "original vs 4-bit copy" in out
+    assert "mean KLD" in out
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == [
+        "base.npy",
+        "int4.npy",
+        "int8.npy",
+        "labels.npy",
+    ]
