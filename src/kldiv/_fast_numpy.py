@@ -22,13 +22,13 @@ from kldiv._array import log_of_base, sum_tolerance
 
 _BLOCK_BYTES = 1 << 17
 _MIN_PARALLEL_ELEMENTS = 1 << 18
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 Generic = Callable[..., Any]
 
 
 def applies(p: Any, q: Any, axis: Any, where: Any, normalize: Any) -> bool:
-    """Whether `kl_div` can take this path: same-shape float32/float64 NumPy arrays, no mask."""
+    """Whether `kl_div` can take this path: same-shape float16/32/64 NumPy arrays, no mask."""
     return (
         where is None
         and isinstance(normalize, bool)
@@ -63,7 +63,8 @@ def kl_div(
     batch_shape, size = moved_p.shape[:-1], moved_p.shape[-1]
     rows_p = moved_p.reshape(-1, size)
     rows_q = np.moveaxis(q, axis, -1).reshape(-1, size)
-    result = np.empty(rows_p.shape[0], dtype=p.dtype)
+    # float16 blocks are widened to float32 one cache-sized block at a time.
+    result = np.empty(rows_p.shape[0], dtype=np.promote_types(p.dtype, np.float32))
     invalid = _run_blocks(rows_p, rows_q, result, p_kind, q_kind, normalize)
     unusual = ~np.isfinite(result)
     if invalid or (unusual.any() and _has_negative(rows_p, rows_q, p_kind, q_kind)):
@@ -73,7 +74,7 @@ def kl_div(
         result[unusual] = generic(rows_p[unusual], rows_q[unusual], **kinds, axis=-1)
     if log_base is not None:
         result /= log_base
-    out = result.reshape(batch_shape)
+    out = result.reshape(batch_shape).astype(p.dtype, copy=False)
     return np.expand_dims(out, axis) if keepdims else out
 
 
@@ -93,13 +94,14 @@ def _run_blocks(
 ) -> bool:
     """Fill ``result`` with KL per row (NaN/inf for rows to redo); True if a probability row is off 1."""
     n_rows, size = rows_p.shape
-    per_block = max(1, _BLOCK_BYTES // (size * rows_p.itemsize))
+    per_block = max(1, _BLOCK_BYTES // (size * result.itemsize))
     starts = list(range(0, n_rows, per_block))
     tolerance = sum_tolerance(np, rows_p.dtype)
+    dtype = result.dtype
     both_probs = p_kind == q_kind == "probs"
 
     def work(chunk: list[int]) -> bool:
-        scratch = np.empty((4, per_block, size), dtype=rows_p.dtype)
+        scratch = np.empty((4, per_block, size), dtype=dtype)
         for start in chunk:
             stop = min(start + per_block, n_rows)
             rows = stop - start
@@ -135,6 +137,9 @@ def _probs_or_log(
 
     Returns None when a probability row sum is off 1 (the caller reports it).
     """
+    if block.dtype != out.dtype and kind != "logits":
+        np.copyto(out, block)
+        block = out
     if kind == "log_probs":
         return block
     if kind == "logits":
@@ -144,7 +149,7 @@ def _probs_or_log(
         return out
     sums = block.sum(axis=1, keepdims=True)
     if normalize:
-        np.divide(block, sums, out=out)
+        np.divide(block, sums, out=out)  # in place when the block was widened into ``out``
         return out
     if np.any(np.abs(sums - 1) > tolerance):
         return None

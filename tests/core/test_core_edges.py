@@ -228,3 +228,19 @@ def test_blocked_numpy_path_matches_array_api_path(p_kind: str, q_kind: str) -> 
     with np.errstate(invalid="ignore"):
         reference = np.where(finite, np.exp(log_p) * (log_p - log_q), 0.0).sum(-1)
     np.testing.assert_allclose(fast, reference, rtol=1e-11)
+
+
+@pytest.mark.parametrize("kind", ["probs", "log_probs", "logits"])
+def test_blocked_numpy_path_widens_float16(kind: str) -> None:
+    rng = np.random.default_rng(7)
+    logits = rng.normal(scale=2.0, size=(2, 400, 700)).astype(np.float16)
+    as_kind = {
+        "logits": lambda x: x,
+        "log_probs": lambda x: special.log_softmax(x.astype(np.float32), -1).astype(np.float16),
+        "probs": lambda x: special.softmax(x.astype(np.float32), -1).astype(np.float16),
+    }
+    p, q = as_kind[kind](logits[0]), as_kind[kind](logits[1])
+    out = kldiv.kl_div(p, q, kind=kind)
+    assert out.dtype == np.float16
+    generic = kldiv._divergences._kl_div(p, q, p_kind=kind, q_kind=kind)
+    np.testing.assert_allclose(out.astype(np.float64), generic.astype(np.float64), rtol=1e-3)
