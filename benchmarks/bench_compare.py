@@ -5,7 +5,9 @@ Run:  python benchmarks/bench_compare.py [--rows 50000] [--vocab 32000] [--repea
 Writes two (rows × vocab) float16 logit files under benchmarks/_out/ (3.2 GB each at the
 default size; ``--delete`` removes them afterwards), then times, each in a fresh subprocess:
 
-* ``read`` — the floor: stream both files in the same chunks and widen them to float32;
+* ``read`` — a floor: stream both files in the same chunks and widen them to float32 with
+  NumPy;
+* ``read_torch`` — the same with PyTorch widening the chunks (what ``kldiv`` does);
 * ``scipy`` — the loop a SciPy user writes: per chunk, log-softmax and the three divergences
   with ``scipy.special`` (on the first ``--baseline-rows`` rows, scaled to the whole file);
 * ``kldiv`` — ``kldiv compare BASE TEST --json``, start-up included.
@@ -61,6 +63,21 @@ def case_read(base: Path, test: Path, rows: int) -> None:
         total += float(b[start : start + CHUNK].astype(np.float32)[:, 0].sum())
 
 
+def case_read_torch(base: Path, test: Path, rows: int) -> None:
+    import warnings
+
+    import torch
+
+    warnings.simplefilter("ignore")  # read-only memory maps: torch warns about writes
+    torch.set_num_threads(1)  # like read: one thread
+    a, b = np.load(base, mmap_mode="r"), np.load(test, mmap_mode="r")
+    total = 0.0
+    for start in range(0, rows, CHUNK):
+        for x in (a, b):
+            wide = torch.from_numpy(np.asarray(x[start : start + CHUNK])).float()
+            total += float(wide[:, 0].sum())
+
+
 def case_scipy(base: Path, test: Path, rows: int) -> None:
     from scipy.special import log_softmax, rel_entr
 
@@ -87,7 +104,12 @@ def case_kldiv(base: Path, test: Path, rows: int) -> None:
             raise
 
 
-CASES = {"read": case_read, "scipy": case_scipy, "kldiv": case_kldiv}
+CASES = {
+    "read": case_read,
+    "read_torch": case_read_torch,
+    "scipy": case_scipy,
+    "kldiv": case_kldiv,
+}
 
 
 def peak_rss() -> int:
@@ -137,7 +159,12 @@ def main() -> None:
     base, test = make_inputs(args.rows, args.vocab)
     file_bytes = base.stat().st_size
     print(f"inputs: 2 × ({args.rows:,} × {args.vocab:,}) float16, {file_bytes / 1e9:.2f} GB each")
-    plan = {"read": args.rows, "scipy": min(args.baseline_rows, args.rows), "kldiv": args.rows}
+    plan = {
+        "read": args.rows,
+        "read_torch": args.rows,
+        "scipy": min(args.baseline_rows, args.rows),
+        "kldiv": args.rows,
+    }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in plan}
     for _ in range(args.repeats):
         for name, rows in plan.items():
@@ -148,12 +175,12 @@ def main() -> None:
         rates[name] = read / statistics.median(r["seconds"] for r in runs)
         # Per CPU-second, times 2 cores: an estimate for the same machine without other load.
         cpu_rates[name] = 2 * read / statistics.median(r["cpu_seconds"] for r in runs)
-    header = f"{'case':8s} {'rows':>8s} {'GB/s per file':>14s} {'vs kldiv':>9s}"
+    header = f"{'case':10s} {'rows':>8s} {'GB/s per file':>14s} {'vs kldiv':>9s}"
     print(f"{header} {'CPU-time GB/s':>14s} {'peak RSS':>10s}")
     for name, runs in results.items():
         peak = max(r["peak_bytes"] for r in runs) / 2**20
         print(
-            f"{name:8s} {plan[name]:8,d} {rates[name]:14.3f} {rates[name] / rates['kldiv']:8.2f}x "
+            f"{name:10s} {plan[name]:8,d} {rates[name]:14.3f} {rates[name] / rates['kldiv']:8.2f}x "
             f"{cpu_rates[name]:14.3f} {peak:8.0f} MiB"
         )
     if args.delete:

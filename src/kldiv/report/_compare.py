@@ -15,6 +15,7 @@ import numpy as np
 from kldiv._array import KINDS, check_kind
 from kldiv.report._checks import InputError, check_labels, raise_first_problem, to_numpy
 from kldiv.report._chunks import Rows
+from kldiv.report._fused import fused_applies, fused_logits, torch_for_widening
 from kldiv.report._report import Report
 from kldiv.report._statistics import CompiledStatistics, chunk_statistics, compiled_statistics
 
@@ -23,6 +24,9 @@ Progress = Callable[[int, int], None]
 # A chunk of about this many float32 elements per input keeps the temporaries of the
 # divergences near the CPU caches while amortizing the per-call overhead.
 _CHUNK_ELEMENTS = 1 << 20
+# The fused kernel keeps two float32 copies of both sides; half a million entries per input
+# keeps them near a core's cache, measured fastest against a quarter and twice as many.
+_FUSED_CHUNK_ELEMENTS = 1 << 19
 _MAX_WORKERS = 8
 
 
@@ -43,12 +47,13 @@ def compare(
 
     for each position :math:`i`, with :math:`p_i` from ``base`` and :math:`q_i` from ``test``,
     as in llama.cpp's ``--kl-divergence`` mode. Rows are read ``chunk_rows`` at a time, so a
-    memory-mapped input larger than RAM streams through bounded memory; the divergences are
-    `kldiv.kl_div` and `kldiv.js_div` on each chunk. NumPy chunks run on one thread per core.
-    For NumPy logits or log-probabilities of more than 2**28 entries per input, and PyTorch
-    installed, the per-chunk computation is fused by `torch.compile` (PyTorch is set to one
-    thread while `compare` runs, one chunk per core); without a working compiler it falls back
-    to the same computation uncompiled.
+    memory-mapped input larger than RAM streams through bounded memory. Logits in NumPy arrays
+    or CPU tensors go through one fused kernel per chunk that computes every statistic in a
+    dozen passes (rows it cannot finish, such as rows with -inf, are recomputed by the core);
+    other inputs use `kldiv.kl_div` and `kldiv.js_div` on each chunk. NumPy chunks run on one
+    thread per core. For NumPy log-probabilities of more than 2**28 entries per input, and
+    PyTorch installed, the per-chunk computation is fused by `torch.compile`; without a
+    working compiler it falls back to the same computation uncompiled.
 
     Args:
         base: the reference model's outputs, shape (N, V) or (B, T, V) (flattened to B·T
@@ -59,7 +64,8 @@ def compare(
             must be finite, except -inf for zero probability in logits and log-probabilities.
         labels: the observed next tokens, integers of shape (N,) or (B, T); a negative label
             skips its position. With labels the report adds Δp and perplexities.
-        chunk_rows: rows per chunk; by default about a million elements per input. Any value
+        chunk_rows: rows per chunk; by default about half a million elements per input for
+            logits in NumPy or on the CPU, a million otherwise. Any value
             gives the same result.
         progress: True for a progress bar on stderr (needs rich), or a callable receiving
             ``(rows_done, rows_total)`` after each chunk.
@@ -96,14 +102,16 @@ def compare(
         )
     n, vocab = rows_base.n, rows_base.vocab
     label_rows = check_labels(labels, rows_base.shape[:-1], n, vocab)
-    step = _chunk_rows(chunk_rows, vocab)
+    fused = fused_applies(rows_base.raw(0, 1), rows_test.raw(0, 1), kind)
+    step = _chunk_rows(chunk_rows, vocab, _FUSED_CHUNK_ELEMENTS if fused else _CHUNK_ELEMENTS)
     kld, reverse, jsd = (np.empty(n) for _ in range(3))
     top1 = np.empty(n, dtype=bool)
     label_base, label_test = np.full(n, np.nan), np.full(n, np.nan)
     batch_shape = rows_base.shape[:-1]
 
+    torch = torch_for_widening(n * vocab) if fused else None
     compiled = None
-    if rows_base.is_numpy and rows_test.is_numpy:
+    if rows_base.is_numpy and rows_test.is_numpy and not fused:
         compiled = compiled_statistics(kind, step, n * vocab)
 
     def evaluate(start: int) -> int:
@@ -112,7 +120,9 @@ def compare(
         chunk_labels = None if label_rows is None else label_rows[start:stop]
         where = (start, batch_shape)
         out = None
-        if compiled is not None:
+        if fused:
+            out = _fused_chunk(rows_base, rows_test, start, stop, chunk_labels, where, torch)
+        elif compiled is not None:
             a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
             try:
                 out = _chunk(a, b, kind, chunk_labels, where, compiled)
@@ -133,8 +143,9 @@ def compare(
 
     report_progress, close = _progress(progress, n)
     try:
-        with compiled if compiled is not None else contextlib.nullcontext():
-            for stop in _in_order(evaluate, range(0, n, step), _workers(rows_base, rows_test)):
+        workers = _workers(rows_base, rows_test, fused=fused)
+        with compiled if compiled is not None else _one_torch_thread(torch):
+            for stop in _in_order(evaluate, range(0, n, step), workers):
                 report_progress(stop, n)
     finally:
         close()
@@ -144,9 +155,12 @@ def compare(
     return Report(kind, kld, reverse, jsd, top1, label_base[labeled], label_test[labeled])
 
 
-def _workers(*inputs: Rows) -> int:
-    """Threads for chunks of NumPy inputs; other libraries parallelize inside each operation."""
-    if not all(rows.is_numpy for rows in inputs):
+def _workers(*inputs: Rows, fused: bool) -> int:
+    """Threads to run chunks on: one per core where a chunk's work is NumPy's.
+
+    Other libraries parallelize inside each operation.
+    """
+    if not fused and not all(rows.is_numpy for rows in inputs):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(_MAX_WORKERS, cores or 1)
@@ -179,6 +193,61 @@ def _in_order(evaluate: Callable[[int], int], starts: range, workers: int) -> It
         finally:
             for future in pending:
                 future.cancel()
+
+
+@contextlib.contextmanager
+def _one_torch_thread(torch: Any) -> Iterator[None]:
+    """PyTorch on one thread while it widens chunks: `compare` runs one chunk per core."""
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fused_chunk(
+    rows_base: Rows,
+    rows_test: Rows,
+    start: int,
+    stop: int,
+    labels: np.ndarray | None,
+    where: tuple[int, tuple[int, ...]],
+    torch: Any,
+) -> tuple[np.ndarray, ...]:
+    """The fused kernel on one chunk; rows it cannot finish go through the core's divergences."""
+    index = None if labels is None else np.maximum(labels, 0)[:, None]
+    a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
+    values, exact = fused_logits(a, b, index, torch=torch)
+    if not exact.any():
+        return values
+    a, b = rows_base.read(start, stop, "logits"), rows_test.read(start, stop, "logits")
+    rows = np.flatnonzero(exact)
+    try:
+        redone = _chunk(
+            _take(a, rows),
+            _take(b, rows),
+            "logits",
+            None if labels is None else labels[rows],
+            where,
+        )
+    except InputError:
+        # Locate the problem in the whole chunk, with its row numbers.
+        _chunk(a, b, "logits", labels, where)
+        raise
+    for value, fixed in zip(values, redone, strict=True):
+        value[rows] = fixed
+    return values
+
+
+def _take(rows: Any, index: np.ndarray) -> Any:
+    if isinstance(rows, np.ndarray):
+        return rows[index]
+    xp = array_api_compat.array_namespace(rows)
+    return xp.take(rows, xp.asarray(index, device=array_api_compat.device(rows)), axis=0)
 
 
 def _chunk(
@@ -216,9 +285,9 @@ def _chunk(
     return tuple(out)
 
 
-def _chunk_rows(chunk_rows: int | None, vocab: int) -> int:
+def _chunk_rows(chunk_rows: int | None, vocab: int, elements: int) -> int:
     if chunk_rows is None:
-        return max(1, _CHUNK_ELEMENTS // vocab)
+        return max(1, elements // vocab)
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be a positive integer or None, got {chunk_rows!r}")
     return chunk_rows

@@ -3,8 +3,9 @@
 `chunk_statistics` is plain Array API code around the core's `kl_div` and `js_div`, so it
 runs on any library and `torch.compile` can fuse it. Eagerly, the divergences make a few dozen
 passes over each chunk; fused, they make a handful, which is what streams gigabytes of logits
-at memory speed. The compiled version is used only for large NumPy inputs, only when PyTorch
-is installed, and falls back to the eager one if compiling fails (e.g. without a C compiler).
+at memory speed. The compiled version is used only for large NumPy inputs that the fused logits
+kernel (`kldiv.report._fused`) does not take, such as log-probabilities, only when PyTorch is
+installed, and falls back to the eager one if compiling fails (e.g. without a C compiler).
 """
 
 from __future__ import annotations
