@@ -1,0 +1,115 @@
+"""KLDivLoss from student and teacher logits, forward + backward, against plain torch.
+
+Baseline: ``log_softmax`` of both sides + ``F.kl_div(log_target=True, reduction="batchmean")``
++ backward. Times are medians of interleaved repetitions in this process; the extra peak memory
+of each case (above the inputs) is measured in a fresh subprocess, as the growth of its maximum
+resident set size across one forward + backward.
+
+    python benchmarks/bench_torch_losses.py                   # 4096 x 32000 float32
+    python benchmarks/bench_torch_losses.py --rows 512 --vocab 4000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from kldiv.torch import KLDivLoss
+
+
+def make_inputs(rows: int, vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(rows, vocab, generator=generator).mul_(3).requires_grad_()
+    teacher = torch.randn(rows, vocab, generator=generator).mul_(3)
+    return student, teacher
+
+
+def baseline(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    log_q = F.log_softmax(student, dim=-1)
+    log_p = F.log_softmax(teacher, dim=-1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
+
+
+_KLDIV = KLDivLoss(input_kind="logits", target_kind="logits")
+
+
+def kldiv(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    return _KLDIV(student, teacher)
+
+
+CASES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "torch": baseline,
+    "kldiv": kldiv,
+}
+
+
+def step(case: str, student: torch.Tensor, teacher: torch.Tensor) -> float:
+    student.grad = None
+    start = time.perf_counter()
+    CASES[case](student, teacher).backward()
+    return time.perf_counter() - start
+
+
+def peak_in_child(case: str, rows: int, vocab: int) -> int:
+    """Run one case in this script's own subprocess and return its extra peak bytes."""
+    command = [sys.executable, __file__, "--case", case, "--rows", str(rows), "--vocab", str(vocab)]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return int(json.loads(result.stdout)["extra_peak_bytes"])
+
+
+def child(case: str, rows: int, vocab: int) -> None:
+    small_student, small_teacher = make_inputs(4, 64)
+    step(case, small_student, small_teacher)  # load kernels and allocator state first
+    student, teacher = make_inputs(rows, vocab)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step(case, student, teacher)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--case", choices=sorted(CASES))
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.case:
+        child(args.case, args.rows, args.vocab)
+        return
+    # Peaks first: a child's maximum resident set size starts from this process's at fork.
+    peaks = {case: peak_in_child(case, args.rows, args.vocab) for case in CASES}
+    student, teacher = make_inputs(args.rows, args.vocab)
+    times: dict[str, list[float]] = {case: [] for case in CASES}
+    for case in CASES:
+        step(case, student, teacher)
+    for _ in range(args.repeats):
+        for case in CASES:
+            times[case].append(step(case, student, teacher))
+    gradient_bytes = args.rows * args.vocab * 4
+    print(f"KLDivLoss from logits, forward + backward, {args.rows} x {args.vocab} float32")
+    print(f"torch threads: {torch.get_num_threads()}, repeats: {args.repeats}")
+    base_time = statistics.median(times["torch"])
+    for case in CASES:
+        median = statistics.median(times[case])
+        peak = peaks[case]
+        print(
+            f"{case:>6}: {median * 1e3:8.1f} ms (speed-up {base_time / median:5.2f}x), "
+            f"extra peak {peak / 2**20:7.0f} MiB = {peak / gradient_bytes:4.2f} x one N x V float32"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+r"""`KLDivLoss` and `JSDLoss`, with their functional twins `kl_div` and `js_div`.
+
+``input`` is Q, the model being trained (the student), and ``target`` is P, the reference (the
+teacher), as in `torch.nn.KLDivLoss`; ``direction="forward"`` is KL(P‖Q), torch's order. All
+losses run on `kldiv.torch._chunked.ChunkedDivergence`, which computes value and gradient in one
+pass over blocks of rows, so no ``(tokens, vocab)`` tensor beyond the gradient is kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kldiv.torch._chunked import ChunkedDivergence, default_chunk_rows, reference_terms
+from kldiv.torch._options import (
+    DIRECTIONS,
+    INPUT_KINDS,
+    Divergence,
+    check_beta,
+    check_choice,
+    check_pair,
+    check_positions,
+    check_temperature,
+    legacy_reduction,
+    target_kind_from,
+)
+from kldiv.torch._reduce import (
+    Reduction,
+    check_num_items,
+    position_mask,
+    reduce_positions,
+)
+
+Tensor = torch.Tensor
+
+__all__ = ["JSDLoss", "KLDivLoss", "js_div", "kl_div"]
+
+
+def _check_chunk_size(chunk_size: int | None) -> int | None:
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive int (rows per block), got {chunk_size!r}")
+    return chunk_size
+
+
+def _kl_options(
+    *,
+    size_average: bool | None,
+    reduce: bool | None,
+    reduction: str,
+    log_target: bool,
+    input_kind: str,
+    target_kind: str | None,
+    direction: str,
+    temperature: float,
+    scale_by_temperature_squared: bool,
+    ignore_index: int,
+) -> tuple[Divergence, Reduction]:
+    check_choice("input_kind", input_kind, INPUT_KINDS)
+    resolved_target = target_kind_from(target_kind, log_target=log_target)
+    check_choice("direction", direction, DIRECTIONS)
+    tau = check_temperature(temperature, input_kind=input_kind, target_kind=resolved_target)
+    spec = Divergence(direction, input_kind, resolved_target, tau)
+    name = legacy_reduction(size_average, reduce, reduction)
+    factor = tau * tau if scale_by_temperature_squared else 1.0
+    return spec, Reduction(name, ignore_index, factor)
+
+
+def _loss(
+    input: Tensor,
+    target: Tensor,
+    spec: Divergence,
+    reduction: Reduction,
+    *,
+    labels: Tensor | None,
+    weight: Tensor | None,
+    num_items_in_batch: int | Tensor | None,
+    chunk_size: int | None,
+) -> Tensor:
+    check_pair(input, target)
+    check_positions(labels, name="labels", input=input, integer=True)
+    check_positions(weight, name="weight", input=input, integer=False)
+    check_num_items(num_items_in_batch, reduction)
+    out_dtype = torch.promote_types(input.dtype, target.dtype)
+    pointwise = spec.input_kind == "log_probs" and spec.target_kind != "logits"
+    if (
+        reduction.name == "none"
+        and pointwise
+        and spec.name == "forward"
+        and labels is None
+        and weight is None
+    ):
+        # torch's own options only: torch's elementwise result, with finite target gradients.
+        return (reference_terms(input, target, spec) * reduction.factor).to(out_dtype)
+    vocab = input.shape[-1]
+    flat_input, flat_target = input.reshape(-1, vocab), target.reshape(-1, vocab)
+    mask = position_mask(labels, reduction)
+    rows = chunk_size or default_chunk_rows(flat_input.shape[0], vocab)
+    values: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
+        flat_input, flat_target, mask, spec, rows
+    )
+    return reduce_positions(
+        values,
+        reduction=reduction,
+        mask=mask,
+        weight=weight,
+        num_items_in_batch=num_items_in_batch,
+        input_shape=input.shape,
+        out_dtype=out_dtype,
+    )
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    *,
+    labels: Tensor | None = None,
+    weight: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "batchmean",
+    log_target: bool = False,
+    input_kind: str = "log_probs",
+    target_kind: str | None = None,
+    direction: str = "forward",
+    temperature: float = 1.0,
+    scale_by_temperature_squared: bool = False,
+    ignore_index: int = -100,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""KL divergence between a target P and the input Q over the last axis; see `KLDivLoss`.
+
+    .. math::
+
+        \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
+
+    Args:
+        input: ``(..., vocab)`` floating tensor, Q (the model being trained) in ``input_kind``.
+        target: ``(..., vocab)`` floating tensor, P (the reference) in ``target_kind``.
+        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
+        weight: ``(...)`` floating tensor weighting each position.
+        num_items_in_batch: divisor of an averaging reduction, replacing its own.
+        size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
+        reduce: deprecated torch option, mapped onto ``reduction`` as torch does.
+        reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        log_target: torch's flag: the target holds log-probabilities (``target_kind`` default).
+        input_kind: ``"logits"`` or ``"log_probs"``.
+        target_kind: ``"logits"``, ``"log_probs"`` or ``"probs"``.
+        direction: ``"forward"`` for KL(P‖Q), ``"reverse"`` for KL(Q‖P).
+        temperature: τ > 0 dividing both sides' logits.
+        scale_by_temperature_squared: multiply the loss by τ².
+        ignore_index: the label value marking positions to leave out.
+        chunk_size: rows per block of the chunked kernel; chosen from the vocabulary by default.
+
+    Returns:
+        A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from kldiv.torch import kl_div
+        >>> student = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
+        >>> teacher = torch.tensor([[0.0, 1.0, 2.0]])
+        >>> kl_div(student, teacher, input_kind="logits", target_kind="logits")
+        tensor(0., grad_fn=<DivBackward0>)
+    """
+    spec, reduction_spec = _kl_options(
+        size_average=size_average,
+        reduce=reduce,
+        reduction=reduction,
+        log_target=log_target,
+        input_kind=input_kind,
+        target_kind=target_kind,
+        direction=direction,
+        temperature=temperature,
+        scale_by_temperature_squared=scale_by_temperature_squared,
+        ignore_index=ignore_index,
+    )
+    return _loss(
+        input,
+        target,
+        spec,
+        reduction_spec,
+        labels=labels,
+        weight=weight,
+        num_items_in_batch=num_items_in_batch,
+        chunk_size=_check_chunk_size(chunk_size),
+    )
+
+
+class KLDivLoss(torch.nn.Module):
+    r"""A drop-in `torch.nn.KLDivLoss` that is correct by construction, chunked and lean.
+
+    With ``input`` the model being trained (Q) and ``target`` the reference (P), as in torch,
+
+    .. math::
+
+        \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
+        \quad\text{(forward)}, \qquad
+        \mathrm{KL}(Q \,\|\, P) \quad\text{(reverse)},
+
+    with ``log q = log_softmax(input / τ)`` for logits and the input itself for log-probabilities
+    (likewise for the target). Built with torch's arguments only, it returns torch's values and
+    input gradients for every reduction and ``log_target``, except that the default reduction
+    is ``"batchmean"`` and that the target gradient is finite (0) where the target is 0.
+
+    Args:
+        size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
+        reduce: deprecated torch option, mapped onto ``reduction`` as torch does.
+        reduction: ``"none"`` (torch's elementwise result with torch's options only, else one
+            value per position), ``"sum"``, ``"mean"`` (sum / number of input elements, torch's
+            meaning, with its warning), ``"batchmean"`` (sum / size of the leading dimension)
+            or ``"token_mean"`` (sum / number of unmasked positions, at least 1).
+        log_target: the target holds log-probabilities; sets the default ``target_kind``.
+        input_kind: ``"logits"`` or ``"log_probs"`` (torch's).
+        target_kind: ``"logits"``, ``"log_probs"`` or ``"probs"``; from ``log_target`` if None.
+        direction: ``"forward"`` for KL(P‖Q) (torch's) or ``"reverse"`` for KL(Q‖P).
+        temperature: τ > 0 dividing the logits of both sides; needs logits on both sides.
+        scale_by_temperature_squared: multiply by τ², which keeps gradient magnitudes
+            independent of τ in distillation (Hinton et al., 2015).
+        ignore_index: the label value marking positions to leave out.
+        chunk_size: rows per block of the kernel; chosen so that a block fits in cache if None.
+
+    Shape:
+        ``input`` and ``target``: ``(..., vocab)``; ``labels`` and ``weight``: ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from kldiv.torch import KLDivLoss
+        >>> loss = KLDivLoss(input_kind="logits", target_kind="probs")
+        >>> student = torch.zeros(2, 4, requires_grad=True)  # uniform over 4 tokens
+        >>> teacher = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+        >>> value = loss(student, teacher)  # (log 4 + log 2) / 2, finite despite the zeros
+        >>> value
+        tensor(1.0397, grad_fn=<DivBackward0>)
+        >>> value.backward()
+        >>> student.grad[1]  # (softmax(input) - target) / batch size
+        tensor([-0.1250, -0.1250,  0.1250,  0.1250])
+
+    References:
+        Hinton, Vinyals and Dean (2015), "Distilling the Knowledge in a Neural Network",
+        arXiv:1503.02531.
+    """
+
+    def __init__(
+        self,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "batchmean",
+        log_target: bool = False,
+        *,
+        input_kind: str = "log_probs",
+        target_kind: str | None = None,
+        direction: str = "forward",
+        temperature: float = 1.0,
+        scale_by_temperature_squared: bool = False,
+        ignore_index: int = -100,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec, self.reduction_spec = _kl_options(
+            size_average=size_average,
+            reduce=reduce,
+            reduction=reduction,
+            log_target=log_target,
+            input_kind=input_kind,
+            target_kind=target_kind,
+            direction=direction,
+            temperature=temperature,
+            scale_by_temperature_squared=scale_by_temperature_squared,
+            ignore_index=ignore_index,
+        )
+        self.reduction = self.reduction_spec.name
+        self.log_target = log_target
+        self.chunk_size = _check_chunk_size(chunk_size)
+
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        labels: Tensor | None = None,
+        weight: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        """Return the loss of ``input`` (Q) against ``target`` (P); see the class docstring."""
+        return _loss(
+            input,
+            target,
+            self.spec,
+            self.reduction_spec,
+            labels=labels,
+            weight=weight,
+            num_items_in_batch=num_items_in_batch,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"reduction={self.reduction!r}, direction={self.spec.name!r}, "
+            f"input_kind={self.spec.input_kind!r}, target_kind={self.spec.target_kind!r}, "
+            f"temperature={self.spec.temperature}"
+        )
+
+
+def _jsd_spec(beta: float, temperature: float) -> Divergence:
+    beta = check_beta(beta)
+    tau = check_temperature(temperature, input_kind="logits", target_kind="logits")
+    # TRL's GKD treats the end points as the two KL divergences, not as the (vanishing) limits.
+    name = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "jsd"
+    return Divergence(name, "logits", "logits", tau, beta)
+
+
+def js_div(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    *,
+    labels: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "token_mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Generalized Jensen–Shannon loss of GKD between student and teacher logits; see `JSDLoss`.
+
+    .. math::
+
+        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S
+
+    Args:
+        student_logits: ``(..., vocab)`` floating tensor, the model being trained.
+        teacher_logits: ``(..., vocab)`` floating tensor, the reference.
+        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
+        num_items_in_batch: divisor of an averaging reduction, replacing its own.
+        beta: β in [0, 1]; 0 gives KL(T‖S), 1 gives KL(S‖T).
+        temperature: τ > 0 dividing both sides' logits.
+        ignore_index: the label value marking positions to leave out.
+        reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        chunk_size: rows per block of the chunked kernel.
+
+    Returns:
+        A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
+
+    Example:
+        >>> import torch
+        >>> from kldiv.torch import js_div
+        >>> student = torch.tensor([[0.0, 30.0]])  # all mass on token 1
+        >>> teacher = torch.tensor([[30.0, 0.0]])  # all mass on token 0
+        >>> js_div(student, teacher)  # disjoint supports: log 2
+        tensor(0.6931)
+    """
+    reduction_spec = Reduction(reduction, ignore_index)
+    return _loss(
+        student_logits,
+        teacher_logits,
+        _jsd_spec(beta, temperature),
+        reduction_spec,
+        labels=labels,
+        weight=None,
+        num_items_in_batch=num_items_in_batch,
+        chunk_size=_check_chunk_size(chunk_size),
+    )
+
+
+class JSDLoss(torch.nn.Module):
+    r"""The generalized Jensen–Shannon loss of on-policy distillation (GKD).
+
+    .. math::
+
+        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+
+    with S = softmax(student_logits / τ) and T = softmax(teacher_logits / τ). As in TRL's
+    ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T); this
+    ``"token_mean"`` is TRL's ``"batchmean"`` (sum over unmasked positions / their number).
+
+    Args:
+        beta: β in [0, 1], the teacher's weight in the mixture.
+        temperature: τ > 0 dividing both sides' logits.
+        ignore_index: the label value marking positions to leave out.
+        reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        chunk_size: rows per block of the chunked kernel.
+
+    Example:
+        >>> import torch
+        >>> from kldiv.torch import JSDLoss
+        >>> student = torch.tensor([[0.0, 30.0], [1.0, 1.0]], requires_grad=True)
+        >>> teacher = torch.tensor([[30.0, 0.0], [5.0, 5.0]])
+        >>> labels = torch.tensor([7, -100])  # the second position is padding
+        >>> JSDLoss(beta=0.5)(student, teacher, labels)
+        tensor(0.6931, grad_fn=<DivBackward0>)
+
+    References:
+        Agarwal et al. (2024), "On-Policy Distillation of Language Models: Learning from
+        Self-Generated Mistakes", ICLR, arXiv:2306.13649.
+    """
+
+    def __init__(
+        self,
+        *,
+        beta: float = 0.5,
+        temperature: float = 1.0,
+        ignore_index: int = -100,
+        reduction: str = "token_mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.spec = _jsd_spec(beta, temperature)
+        self.reduction_spec = Reduction(reduction, ignore_index)
+        self.beta, self.temperature, self.reduction = beta, temperature, reduction
+        self.chunk_size = _check_chunk_size(chunk_size)
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        labels: Tensor | None = None,
+        num_items_in_batch: int | Tensor | None = None,
+    ) -> Tensor:
+        """Return the loss of the student against the teacher; see the class docstring."""
+        return _loss(
+            student_logits,
+            teacher_logits,
+            self.spec,
+            self.reduction_spec,
+            labels=labels,
+            weight=None,
+            num_items_in_batch=num_items_in_batch,
+            chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, temperature={self.temperature}, reduction={self.reduction!r}"
