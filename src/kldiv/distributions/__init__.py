@@ -4,6 +4,7 @@
 (torch is imported only when one is passed), kldiv's own parametric types and mixtures.
 """
 
+from kldiv._result import KLResult
 from kldiv.distributions import (
     _closed_forms_continuous,  # noqa: F401  (registers closed forms)
     _closed_forms_discrete,  # noqa: F401
@@ -12,7 +13,6 @@ from kldiv.distributions import (
 from kldiv.distributions._kl import METHODS, kl
 from kldiv.distributions._mixture import Mixture
 from kldiv.distributions._registry import NoClosedForm, register_kl, registered_pairs
-from kldiv._result import KLResult
 from kldiv.distributions._types import (
     Beta,
     Cauchy,

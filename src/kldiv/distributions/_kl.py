@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from kldiv._result import KLResult
 from kldiv.distributions import _fallbacks
 from kldiv.distributions._mixture import Mixture, upper_bound, variational
 from kldiv.distributions._registry import NoClosedForm, lookup, registered_pairs
-from kldiv._result import KLResult
 from kldiv.distributions._scipy import Reading, align_tables, is_scipy, read_scipy
 from kldiv.distributions._torch import is_torch, read_torch
 from kldiv.distributions._types import Distribution, Float64Array
