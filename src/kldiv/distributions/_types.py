@@ -81,7 +81,19 @@ class Distribution:
 
 
 @dataclass(frozen=True)
-class Normal(Distribution):
+class _LocationScale(Distribution):
+    """A family with a real ``loc`` and a positive ``scale``, checked and stored as float64."""
+
+    loc: Float64Array
+    scale: Float64Array
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loc", as_float64("loc", self.loc))
+        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
+
+
+@dataclass(frozen=True)
+class Normal(_LocationScale):
     """Normal distribution N(loc, scale²).
 
     Example:
@@ -89,27 +101,13 @@ class Normal(Distribution):
         (2,)
     """
 
-    loc: Float64Array
-    scale: Float64Array
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
-
     def to_scipy(self) -> Any:
         return scipy.stats.norm(self.loc, self.scale)
 
 
 @dataclass(frozen=True)
-class LogNormal(Distribution):
+class LogNormal(_LocationScale):
     """Distribution of exp(X) for X ~ N(loc, scale²) (scipy: ``lognorm(scale, scale=exp(loc))``)."""
-
-    loc: Float64Array
-    scale: Float64Array
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
 
     def to_scipy(self) -> Any:
         return scipy.stats.lognorm(self.scale, scale=np.exp(self.loc))
@@ -129,45 +127,24 @@ class HalfNormal(Distribution):
 
 
 @dataclass(frozen=True)
-class Laplace(Distribution):
+class Laplace(_LocationScale):
     """Laplace distribution with density exp(−|x − loc| / scale) / (2 scale)."""
-
-    loc: Float64Array
-    scale: Float64Array
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
 
     def to_scipy(self) -> Any:
         return scipy.stats.laplace(self.loc, self.scale)
 
 
 @dataclass(frozen=True)
-class Cauchy(Distribution):
+class Cauchy(_LocationScale):
     """Cauchy distribution with median ``loc`` and half-width ``scale``."""
-
-    loc: Float64Array
-    scale: Float64Array
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
 
     def to_scipy(self) -> Any:
         return scipy.stats.cauchy(self.loc, self.scale)
 
 
 @dataclass(frozen=True)
-class Gumbel(Distribution):
+class Gumbel(_LocationScale):
     """Gumbel (maximum) distribution, scipy's ``gumbel_r(loc, scale)``."""
-
-    loc: Float64Array
-    scale: Float64Array
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
 
     def to_scipy(self) -> Any:
         return scipy.stats.gumbel_r(self.loc, self.scale)
