@@ -434,6 +434,13 @@ def renyi_div(
         log_ratio = _log_ratio(xp, side_p, side_q)
         log_ratio = _keep_nan(xp, xp.where(side_p.support, log_ratio, minus_inf), side_q)
         return prepared.finish(xp.max(log_ratio, axis=prepared.axis, keepdims=keepdims))
+    if abs(alpha - 1) < 0.5:
+        # log Σ p^α q^(1−α) is ≈ (α − 1)·KL: as log1p(Σ p·expm1((α − 1)·log(p/q))) it keeps
+        # its digits as α → 1, where the logsumexp below would lose all of them. (This takes
+        # Σp = 1; a rounding error in Σp divided by α − 1 would otherwise swamp the result.)
+        terms = side_p.safe_probs(xp) * xp.expm1((alpha - 1) * _log_ratio(xp, side_p, side_q))
+        total = xp.sum(terms, axis=prepared.axis, keepdims=keepdims)
+        return prepared.finish(xp.log1p(total) / (alpha - 1))
     # Outside the support of q the term is q^(1-α) · p^α: 0 for α < 1, +inf for α > 1.
     outside_q = xp.full_like(side_p.log, -_INF if alpha < 1 else _INF)
     inside = alpha * side_p.safe_log(xp) + (1 - alpha) * xp.where(

@@ -128,6 +128,18 @@ def test_renyi_tends_to_kl(pq: tuple[np.ndarray, np.ndarray]) -> None:
         assert math.isclose(
             float(kldiv.renyi_div(p, q, alpha=alpha)), kl, rel_tol=1e-4, abs_tol=1e-6
         )
+    # D_α − KL is O(α − 1), so next to 1 the two agree to the last digits (no cancellation).
+    for alpha in (1 - 2**-53, 1 - 1e-12, 1 + 1e-12):
+        assert math.isclose(
+            float(kldiv.renyi_div(p, q, alpha=alpha)), kl, rel_tol=1e-8, abs_tol=1e-14
+        )
+
+
+def test_renyi_next_to_one_found_by_hypothesis() -> None:
+    p, q = np.array([0.5, 0.5]), np.array([2 / 3, 1 / 3])
+    below = float(kldiv.renyi_div(p, q, alpha=0.9999999999999999))
+    assert float(kldiv.renyi_div(p, q, alpha=0.5)) <= below
+    assert math.isclose(below, float(kldiv.kl_div(p, q)), rel_tol=1e-12)
 
 
 @settings(max_examples=100, deadline=None)

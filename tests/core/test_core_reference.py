@@ -108,7 +108,7 @@ def test_js_matches_scipy_jensenshannon(backend) -> None:  # type: ignore[no-unt
     check(backend, out, distance.jensenshannon(P, Q, axis=-1, base=2) ** 2, rtol=1e-10)
 
 
-@pytest.mark.parametrize("alpha", [0.3, 0.5, 2.0, 7.5])
+@pytest.mark.parametrize("alpha", [0.3, 0.5, 0.8, 1.3, 2.0, 7.5])
 def test_renyi(backend, alpha: float) -> None:  # type: ignore[no-untyped-def]
     out = kldiv.renyi_div(backend.asarray(P), backend.asarray(Q), alpha=alpha)
     check(backend, out, ref_renyi(P, Q, alpha))
