@@ -51,7 +51,10 @@ def test_masked_vocabulary_on_both_sides() -> None:
     student.requires_grad_()
     teacher.requires_grad_()
     value = kl_div(student, teacher, reduction="none", **LOGITS)
-    torch.testing.assert_close(value.double(), _reference_kl(student[:, :5], teacher[:, :5]))
+    # float32 against a float64 reference: float32 tolerances.
+    torch.testing.assert_close(
+        value.double(), _reference_kl(student[:, :5], teacher[:, :5]), rtol=1e-5, atol=1e-6
+    )
     value.sum().backward()
     assert _grads_finite(student, teacher)
     assert student.grad is not None
