@@ -171,6 +171,15 @@ def chunk_divergence(
     Returns:
         ``(rows,)`` divergences in the compute dtype.
     """
+    if (
+        spec.name == "forward"
+        and spec.input_kind == spec.target_kind == "logits"
+        and grad_target is None
+        and x.dtype == t.dtype == grad_input.dtype == workspace.workspace.dtype
+    ):
+        return forward_logits_block(
+            x, t, spec.temperature, grad_input=grad_input, workspace=workspace
+        )
     q_buf: int | Tensor = PROB_Q
     if spec.input_kind == "logits" and grad_input.dtype == workspace.workspace.dtype:
         # The softmax is written straight into the gradient slice, which it becomes.
@@ -188,6 +197,44 @@ def chunk_divergence(
         # softmax(x) − p is finite, so its first column carries a NaN row at no cost.
         return rows + grad_input[:, 0].to(rows.dtype) * 0.0
     return rows + _nan_witness(x, t)
+
+
+def forward_logits_block(
+    x: Tensor, t: Tensor, temperature: float, *, grad_input: Tensor, workspace: Block
+) -> Tensor:
+    """`chunk_divergence` for KL(P‖Q) between logits without a target gradient, the common case.
+
+    The general path's passes with a third of its Python work per block: with ``log q`` and
+    ``log p`` from ``log_softmax`` and ``p = exp(log p)``, the rows are ``Σ p (log p − log q)``
+    and the gradient ``(softmax(x) − p) / τ``.
+
+    Args:
+        x: ``(rows, vocab)`` input logits in the compute dtype.
+        t: ``(rows, vocab)`` target logits in the compute dtype.
+        temperature: τ dividing both sides.
+        grad_input: ``(rows, vocab)`` slice of the compute dtype receiving ∂D_row/∂x.
+        workspace: the block's workspace.
+
+    Returns:
+        ``(rows,)`` divergences.
+    """
+    log_q, log_p, p = workspace[LOG_Q], workspace[LOG_P], workspace[PROB_P]
+    if temperature != 1.0:
+        x = torch.mul(x, 1.0 / temperature, out=p)
+    torch.log_softmax(x, dim=-1, out=log_q)
+    if temperature != 1.0:
+        t = torch.mul(t, 1.0 / temperature, out=p)
+    torch.log_softmax(t, dim=-1, out=log_p)
+    torch.exp(log_q, out=grad_input)
+    torch.exp(log_p, out=p)
+    # 0 · log 0 = 0: a NaN in the products can only be 0 · (±inf), which nansum drops; NaN
+    # inputs reach the row through the gradient below.
+    rows = torch.sub(log_p, log_q, out=log_q).mul_(p).nansum(dim=-1)
+    grad_input.sub_(p)
+    if temperature != 1.0:
+        grad_input.mul_(1.0 / temperature)
+    # softmax(x) − p is finite, so its first column carries a NaN row (0 · NaN) at no cost.
+    return rows.add_(grad_input[:, 0], alpha=0.0)
 
 
 def _log_ratio(a: Side, b: Side, out: Tensor) -> Tensor:

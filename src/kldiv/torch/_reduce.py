@@ -90,6 +90,41 @@ def reduce_positions(
     return (total / divisor(reduction, mask, num_items_in_batch, input_shape, total)).to(out_dtype)
 
 
+def position_scale(
+    reduction: Reduction,
+    *,
+    mask: Tensor | None,
+    weight: Tensor | None,
+    num_items_in_batch: int | Tensor | None,
+    input_shape: torch.Size,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """Return the ``(positions,)`` factors whose dot product with the divergences is the loss.
+
+    For every reduction but ``"none"``, the loss is ``Σ_r scale_r · D_r`` with
+    ``scale_r = weight_r · factor / divisor``, which lets a kernel fold the whole reduction
+    into the gradients it computes during forward.
+
+    Args:
+        reduction: an averaging or summing reduction (not ``"none"``).
+        mask: flat boolean mask of kept positions, or None.
+        weight: per-position weights of the input's shape without the vocabulary axis, or None.
+        num_items_in_batch: the divisor of an averaging reduction, overriding its own.
+        input_shape: shape of the input, vocabulary axis included.
+        dtype: the compute dtype of the divergences.
+        device: their device.
+
+    Returns:
+        A ``(positions,)`` tensor of ``dtype`` (differentiable with respect to ``weight``).
+    """
+    positions = input_shape[:-1].numel()
+    scale = torch.full((positions,), reduction.factor, dtype=dtype, device=device)
+    if weight is not None:
+        scale = scale * weight.reshape(-1).to(dtype)
+    return scale / divisor(reduction, mask, num_items_in_batch, input_shape, scale)
+
+
 def divisor(
     reduction: Reduction,
     mask: Tensor | None,

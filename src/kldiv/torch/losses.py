@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from kldiv.torch._chunked import ChunkedDivergence, default_chunk_rows, reference_terms
+from kldiv.torch._kernels import compute_dtype
 from kldiv.torch._options import (
     DIRECTIONS,
     INPUT_KINDS,
@@ -27,6 +28,7 @@ from kldiv.torch._reduce import (
     Reduction,
     check_num_items,
     position_mask,
+    position_scale,
     reduce_positions,
 )
 
@@ -96,18 +98,32 @@ def _loss(
     flat_input, flat_target = input.reshape(-1, vocab), target.reshape(-1, vocab)
     mask = position_mask(labels, reduction)
     rows = chunk_size or default_chunk_rows(flat_input.shape[0], vocab)
-    values: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
-        flat_input, flat_target, mask, spec, rows
-    )
-    return reduce_positions(
-        values,
-        reduction=reduction,
+    if reduction.name == "none":
+        values: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
+            flat_input, flat_target, mask, None, spec, rows
+        )
+        return reduce_positions(
+            values,
+            reduction=reduction,
+            mask=mask,
+            weight=weight,
+            num_items_in_batch=num_items_in_batch,
+            input_shape=input.shape,
+            out_dtype=out_dtype,
+        )
+    scale = position_scale(
+        reduction,
         mask=mask,
         weight=weight,
         num_items_in_batch=num_items_in_batch,
         input_shape=input.shape,
-        out_dtype=out_dtype,
+        dtype=compute_dtype(input.dtype),
+        device=input.device,
     )
+    total: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
+        flat_input, flat_target, mask, scale, spec, rows
+    )
+    return total.to(out_dtype)
 
 
 def kl_div(
@@ -162,7 +178,7 @@ def kl_div(
         >>> student = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
         >>> teacher = torch.tensor([[0.0, 1.0, 2.0]])
         >>> kl_div(student, teacher, input_kind="logits", target_kind="logits")
-        tensor(0., grad_fn=<DivBackward0>)
+        tensor(0., grad_fn=<ChunkedDivergenceBackward>)
     """
     spec, reduction_spec = _kl_options(
         size_average=size_average,
@@ -232,7 +248,7 @@ class KLDivLoss(torch.nn.Module):
         >>> teacher = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
         >>> value = loss(student, teacher)  # (log 4 + log 2) / 2, finite despite the zeros
         >>> value
-        tensor(1.0397, grad_fn=<DivBackward0>)
+        tensor(1.0397, grad_fn=<ChunkedDivergenceBackward>)
         >>> value.backward()
         >>> student.grad[1]  # (softmax(input) - target) / batch size
         tensor([-0.1250, -0.1250,  0.1250,  0.1250])
@@ -390,7 +406,7 @@ class JSDLoss(torch.nn.Module):
         >>> teacher = torch.tensor([[30.0, 0.0], [5.0, 5.0]])
         >>> labels = torch.tensor([7, -100])  # the second position is padding
         >>> JSDLoss(beta=0.5)(student, teacher, labels)
-        tensor(0.6931, grad_fn=<DivBackward0>)
+        tensor(0.6931, grad_fn=<ChunkedDivergenceBackward>)
 
     References:
         Agarwal et al. (2024), "On-Policy Distillation of Language Models: Learning from
