@@ -111,3 +111,59 @@ def test_retained_graph_backward_twice() -> None:
     second = torch.autograd.grad(value, (student, teacher))
     for a, b in zip(first, second, strict=True):
         torch.testing.assert_close(a, b, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+@pytest.mark.parametrize("reduction", ["sum", "token_mean", "batchmean"])
+def test_kl_logits_against_a_constant_teacher(temperature: float, reduction: str) -> None:
+    # A teacher without gradient takes the kernel's dedicated logits path.
+    labels, weight = _positions()
+    teacher = _side("logits", 12).detach()
+
+    def loss(q: torch.Tensor) -> torch.Tensor:
+        return kl_div(
+            q,
+            teacher,
+            labels=labels,
+            weight=weight,
+            input_kind="logits",
+            target_kind="logits",
+            temperature=temperature,
+            reduction=reduction,
+            chunk_size=3,
+        )
+
+    assert torch.autograd.gradcheck(loss, (_side("logits", 13),), fast_mode=True)
+    assert torch.autograd.gradgradcheck(loss, (_side("logits", 13),), fast_mode=True)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "token_mean", "batchmean"])
+def test_position_weights_get_gradients(reduction: str) -> None:
+    # The reduction, weights included, is folded into the kernel: d loss / d weight must survive.
+    labels, weight = _positions()
+    teacher = _side("logits", 14).detach()
+
+    def loss(q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return kl_div(
+            q, teacher, labels=labels, weight=w, input_kind="logits", target_kind="logits",
+            reduction=reduction, chunk_size=2,
+        )  # fmt: skip
+
+    inputs = (_side("logits", 15), weight.clone().requires_grad_())
+    assert torch.autograd.gradcheck(loss, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(loss, inputs, fast_mode=True)
+
+
+@pytest.mark.parametrize("upstream", [1.0, 3.0, -0.5])
+def test_upstream_gradient_scales_the_stored_gradient(upstream: float) -> None:
+    student, teacher = _side("logits", 16), _side("logits", 17).detach()
+    reference = student.detach().clone().requires_grad_()
+    value = kl_div(student, teacher, input_kind="logits", target_kind="logits")
+    (value * upstream).backward()
+    expected = torch.nn.functional.kl_div(
+        reference.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="batchmean"
+    )
+    (expected * upstream).backward()
+    assert student.grad is not None
+    assert reference.grad is not None
+    torch.testing.assert_close(student.grad, reference.grad, rtol=1e-12, atol=1e-15)

@@ -19,9 +19,10 @@ to cancellation against large log-probabilities. A -inf logit makes its row non-
 `kldiv.kl_div` and `kldiv.js_div`, which handle them exactly or report them. Matrix products
 compute the row sums: they read both sides at once at the speed of the machine's BLAS.
 
-The kernel is NumPy (its ``exp``, ``log`` and ``argmax`` are vectorized and faster than
-PyTorch's on the CPU); widening float16 is several times faster in PyTorch than in NumPy, so
-PyTorch does that step when it is available.
+The kernel is NumPy (its ``argmax`` and BLAS row sums are faster than PyTorch's on the CPU);
+widening float16 is several times faster in PyTorch than in NumPy, and PyTorch's ``exp`` and
+``log`` are about 1.5x NumPy's on an AVX-512 machine, so PyTorch does those steps when it is
+available.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def fused_logits(
     top1 = x.argmax(axis=-1)
     # The maximum read at the argmax: one pass fewer than x.max (NaN rows stay NaN).
     x -= np.take_along_axis(x, top1[..., None], axis=-1)
-    np.exp(x, out=e)
+    _exp(x, e, torch)
     # Row sums and dot products as matrix products: BLAS reads both sides in one pass.
     totals = np.matmul(e, np.ones((vocab, 1), dtype=wide))  # (rows, 2, 1)
     x -= np.log(totals)  # log p and log q
@@ -118,7 +119,7 @@ def fused_logits(
     labels = None if index is None else np.take_along_axis(x, index[:, None, :], axis=-1)[..., 0]
     np.matmul(e.transpose(0, 2, 1), 1 / totals, out=pair[:, :, None])  # p + q
     # Where p + q underflows to 0 its log is -inf and the row turns NaN: the core redoes it.
-    np.log(pair, out=pair)
+    _log(pair, torch)
     x -= pair[:, None, :]  # log(p / (p + q)) and log(q / (p + q))
     gram = np.matmul(e, x.transpose(0, 2, 1))
     jsd = _LOG_2 + 0.5 * (gram[:, 0, 0] / totals[:, 0, 0] + gram[:, 1, 1] / totals[:, 1, 0])
@@ -129,6 +130,22 @@ def fused_logits(
     exact = ~(np.isfinite(out[0]) & np.isfinite(out[1]) & np.isfinite(out[2]))
     agree = top1[:, 0] == top1[:, 1]
     return (*out[:3], agree, *out[3:]), exact
+
+
+def _exp(x: np.ndarray, out: np.ndarray, torch: Any) -> None:
+    """``out = exp(x)``; PyTorch's vectorized float32 ``exp`` is about 1.5x NumPy's where loaded."""
+    if torch is None:
+        np.exp(x, out=out)
+    else:
+        torch.exp(torch.from_numpy(x), out=torch.from_numpy(out))
+
+
+def _log(x: np.ndarray, torch: Any) -> None:
+    """``x = log(x)`` in place, with PyTorch's ``log`` where loaded (about 1.4x NumPy's)."""
+    if torch is None:
+        np.log(x, out=x)
+    else:
+        torch.log_(torch.from_numpy(x))
 
 
 def _numpy_dtype(rows: Any) -> Any:
