@@ -65,7 +65,7 @@ class _Neighbours:
         else:
             counts = np.ones(points.shape[0], dtype=np.int64)
         # An unbalanced tree builds several times faster and answers these queries as fast.
-        self.tree = cKDTree(points, balanced_tree=False, compact_nodes=False)
+        self.tree = cKDTree(points, leafsize=32, balanced_tree=False, compact_nodes=False)
         self.counts = np.append(counts, 0)  # index n marks "no neighbour" in cKDTree queries
         self.distinct = points.shape[0]
 
