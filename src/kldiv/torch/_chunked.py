@@ -2,8 +2,10 @@ r"""The chunked exact divergence: one `torch.autograd.Function` behind every los
 
 Forward walks over blocks of rows once, and for each block computes the divergence of every row
 *and* its gradient (`kldiv.torch._kernels`), writing the gradient into a buffer the size of the
-input. Backward only rescales that buffer by the upstream gradient, in place. So the extra memory
-is the gradient itself plus one block of ``(rows, vocab)`` temporaries, where
+input. For a scalar loss the reduction (position weights, τ², divisor) is folded into that
+gradient while each block is still in cache; backward then hands the buffer back as it is when
+the upstream gradient is 1 (``loss.backward()``) and rescales it in place otherwise. So the extra
+memory is the gradient itself plus one block of ``(rows, vocab)`` temporaries, where
 ``log_softmax`` + ``kl_div`` + autograd keep several full ``(rows, vocab)`` tensors alive.
 
 A second backward through the same graph (``retain_graph=True``) recomputes the gradient, and a
