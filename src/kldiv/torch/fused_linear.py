@@ -21,7 +21,7 @@ import torch
 from kldiv.torch._fused import FusedLinearDivergence, default_fused_chunk_rows
 from kldiv.torch._kernels import compute_dtype
 from kldiv.torch._options import DIRECTIONS, Divergence, check_beta, check_choice, check_temperature
-from kldiv.torch._reduce import Reduction, divisor, position_mask
+from kldiv.torch._reduce import Reduction, position_mask, position_scale
 
 Tensor = torch.Tensor
 
@@ -143,9 +143,15 @@ def _fused_loss(
         raise ValueError("num_items_in_batch divides the loss; use reduction='token_mean'")
     mask = position_mask(labels, reduction)
     dtype = compute_dtype(student_weight.dtype)
-    scale = torch.full((hidden.shape[0],), reduction.factor, dtype=dtype, device=hidden.device)
-    shape = torch.Size((*positions, vocab))
-    scale = scale / divisor(reduction, mask, num_items_in_batch, shape, scale)
+    scale = position_scale(
+        reduction,
+        mask=mask,
+        weight=None,
+        num_items_in_batch=num_items_in_batch,
+        input_shape=torch.Size((*positions, vocab)),
+        dtype=dtype,
+        device=hidden.device,
+    )
     rows = chunk_size or default_fused_chunk_rows(hidden.shape[0], hidden.shape[1], vocab)
     total: Tensor = FusedLinearDivergence.apply(  # type: ignore[no-untyped-call]
         hidden, student_weight, bias, *teacher, mask, scale, spec, rows
