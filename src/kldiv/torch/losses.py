@@ -97,7 +97,7 @@ def _loss(
     vocab = input.shape[-1]
     flat_input, flat_target = input.reshape(-1, vocab), target.reshape(-1, vocab)
     mask = position_mask(labels, reduction)
-    rows = chunk_size or default_chunk_rows(flat_input.shape[0], vocab)
+    rows = chunk_size or default_chunk_rows(flat_input.shape[0], vocab, input.device)
     if reduction.name == "none":
         values: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
             flat_input, flat_target, mask, None, spec, rows
