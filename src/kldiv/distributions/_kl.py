@@ -259,6 +259,7 @@ def _torch_closed_form(p: Any, q: Any) -> Float64Array | None:
     try:
         value = td.kl_divergence(p, q)
     except NotImplementedError:
+        # torch's answer for a pair it has no closed form registered for: fall back.
         return None
     return np.asarray(value.detach().cpu().double().numpy())
 

@@ -133,14 +133,9 @@ def _divergence_and_gradients(
             grad_input=grad_input[block],
             grad_target=grad_t,
             workspace=workspace.take(stop - start),
+            # Scaled while the block is in cache: backward needs no pass over the gradient.
+            grad_scale=None if scale is None else scale[block].unsqueeze(-1),
         )
-        if scale is not None:
-            # The block's gradient is still in cache: folding the reduction in here spares
-            # backward a pass over the whole gradient.
-            factor = scale[block].unsqueeze(-1)
-            grad_input[block].mul_(factor)
-            if grad_t is not None:
-                grad_t.mul_(factor)
         if mask is not None:
             keep = mask[block]
             values = torch.where(keep, values, 0.0)

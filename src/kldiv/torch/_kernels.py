@@ -157,6 +157,7 @@ def chunk_divergence(
     grad_input: Tensor,
     grad_target: Tensor | None,
     workspace: Block,
+    grad_scale: Tensor | None = None,
 ) -> Tensor:
     """Return the per-row divergence of a chunk and write its gradients.
 
@@ -167,9 +168,11 @@ def chunk_divergence(
         grad_input: ``(rows, vocab)`` slice receiving ∂D_row/∂x, any floating dtype.
         grad_target: ``(rows, vocab)`` slice receiving ∂D_row/∂t, or None when not needed.
         workspace: the block's workspace, whose buffers are in the compute dtype.
+        grad_scale: ``(rows, 1)`` factors multiplying both gradients (a folded reduction),
+            or None.
 
     Returns:
-        ``(rows,)`` divergences in the compute dtype.
+        ``(rows,)`` divergences in the compute dtype (not scaled).
     """
     if (
         spec.name == "forward"
@@ -178,8 +181,9 @@ def chunk_divergence(
         and x.dtype == t.dtype == grad_input.dtype == workspace.workspace.dtype
     ):
         return forward_logits_block(
-            x, t, spec.temperature, grad_input=grad_input, workspace=workspace
-        )
+            x, t, spec.temperature, grad_input=grad_input, workspace=workspace,
+            grad_scale=grad_scale,
+        )  # fmt: skip
     q_buf: int | Tensor = PROB_Q
     if spec.input_kind == "logits" and grad_input.dtype == workspace.workspace.dtype:
         # The softmax is written straight into the gradient slice, which it becomes.
@@ -195,12 +199,24 @@ def chunk_divergence(
         rows = _jsd(q, p, spec, workspace[SCRATCH], grad_input, grad_target)
     if q.normalized and p.normalized and spec.name == "forward":
         # softmax(x) − p is finite, so its first column carries a NaN row at no cost.
-        return rows + grad_input[:, 0].to(rows.dtype) * 0.0
-    return rows + _nan_witness(x, t)
+        rows = rows + grad_input[:, 0].to(rows.dtype) * 0.0
+    else:
+        rows = rows + _nan_witness(x, t)
+    if grad_scale is not None:
+        grad_input.mul_(grad_scale)
+        if grad_target is not None:
+            grad_target.mul_(grad_scale)
+    return rows
 
 
 def forward_logits_block(
-    x: Tensor, t: Tensor, temperature: float, *, grad_input: Tensor, workspace: Block
+    x: Tensor,
+    t: Tensor,
+    temperature: float,
+    *,
+    grad_input: Tensor,
+    workspace: Block,
+    grad_scale: Tensor | None = None,
 ) -> Tensor:
     """`chunk_divergence` for KL(P‖Q) between logits without a target gradient, the common case.
 
@@ -214,9 +230,10 @@ def forward_logits_block(
         temperature: τ dividing both sides.
         grad_input: ``(rows, vocab)`` slice of the compute dtype receiving ∂D_row/∂x.
         workspace: the block's workspace.
+        grad_scale: ``(rows, 1)`` factors multiplying the gradient, or None.
 
     Returns:
-        ``(rows,)`` divergences.
+        ``(rows,)`` divergences (not scaled).
     """
     log_q, log_p, p = workspace[LOG_Q], workspace[LOG_P], workspace[PROB_P]
     if temperature != 1.0:
@@ -231,10 +248,14 @@ def forward_logits_block(
     # inputs reach the row through the gradient below.
     rows = torch.sub(log_p, log_q, out=log_q).mul_(p).nansum(dim=-1)
     grad_input.sub_(p)
-    if temperature != 1.0:
-        grad_input.mul_(1.0 / temperature)
     # softmax(x) − p is finite, so its first column carries a NaN row (0 · NaN) at no cost.
-    return rows.add_(grad_input[:, 0], alpha=0.0)
+    rows.add_(grad_input[:, 0], alpha=0.0)
+    # 1/τ and the folded reduction in one pass.
+    if grad_scale is not None:
+        grad_input.mul_(grad_scale if temperature == 1.0 else grad_scale / temperature)
+    elif temperature != 1.0:
+        grad_input.mul_(1.0 / temperature)
+    return rows
 
 
 def _log_ratio(a: Side, b: Side, out: Tensor) -> Tensor:

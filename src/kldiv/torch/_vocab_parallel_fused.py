@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from kldiv.torch._kernels import compute_dtype
 from kldiv.torch._options import Divergence
-from kldiv.torch._reduce import Reduction, divisor, position_mask
+from kldiv.torch._reduce import Reduction, position_mask, position_scale
 from kldiv.torch._vocab_parallel import shard_divergence
 from kldiv.torch.fused_linear import _check_leading, _check_matrix
 
@@ -197,7 +197,6 @@ def sharded_fused_loss(
     mask = position_mask(labels, reduction)
     dtype = compute_dtype(student_weight.dtype)
     rows = hidden.shape[0]
-    scale = torch.full((rows,), reduction.factor, dtype=dtype, device=hidden.device)
     needs_mean = reduction.name == "mean" and num_items_in_batch is None
     if needs_mean or chunk_size is None:
         # The full vocabulary (for "mean") and a block size equal on every rank (the blocks'
@@ -212,7 +211,15 @@ def sharded_fused_loss(
             largest = int(sizes.max())
             by_memory = -(-rows // max(1, -(-largest // max(hidden.shape[1], 1))))
             chunk_size = max(1, min(rows, max(by_memory, 64)))
-    scale = scale / divisor(reduction, mask, num_items_in_batch, student_hidden.shape, scale)
+    scale = position_scale(
+        reduction,
+        mask=mask,
+        weight=None,
+        num_items_in_batch=num_items_in_batch,
+        input_shape=student_hidden.shape,
+        dtype=dtype,
+        device=hidden.device,
+    )
     total: Tensor = VocabParallelFusedLinear.apply(  # type: ignore[no-untyped-call]
         hidden, student_weight, student_bias, *teacher, mask, scale, spec, chunk_size, group
     )
