@@ -1,0 +1,179 @@
+/* Shared pieces of kldiv's compiled kernels: float32 exp and log that the compiler can
+ * vectorize, widening of float16 and bfloat16, and a parallel loop over row ranges.
+ *
+ * exp and log are the Cephes single-precision polynomials (S. L. Moshier), written without
+ * branches so that a loop calling them compiles to SIMD code; both are within 2 ulp of the
+ * correctly rounded result over the whole float32 range and keep IEEE special values:
+ * exp(-inf) = 0, exp(+inf) = +inf, log(0) = -inf, log(x < 0) = NaN, NaN in gives NaN out.
+ * exp flushes results below e^-86 (4e-38) to 0; every caller exponentiates x - max x,
+ * where such terms are below 1e-38 of the row's sum.
+ *
+ * Hot functions carry KLDIV_TARGETS: on x86-64 with GCC the compiler emits an AVX-512, an
+ * AVX2 and a baseline copy and the loader picks the best one for the CPU at run time, so one
+ * build runs everywhere at the speed of the machine it lands on.
+ */
+#ifndef KLDIV_NATIVE_COMMON_H
+#define KLDIV_NATIVE_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define KLDIV_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KLDIV_TARGETS
+#endif
+
+#define KLDIV_INLINE static inline __attribute__((always_inline))
+
+KLDIV_INLINE float kl_bits_to_float(uint32_t bits) {
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+KLDIV_INLINE uint32_t kl_float_to_bits(float value) {
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+/* e^x: x = n ln 2 + r with |r| <= ln(2)/2, e^r by a degree-7 polynomial, 2^n by exponent bits
+ * (as 2^(n-1) * 2, so that n = 128 just below the overflow threshold stays finite). */
+KLDIV_INLINE float kl_expf(float x) {
+    const float round_shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    const float lowest = -86.0f, highest = 88.7228391f; /* log FLT_MAX */
+    float clamped = x < lowest ? lowest : x;
+    clamped = clamped > highest ? highest : clamped;
+    float shifted = clamped * 1.44269504088896341f + round_shift;
+    float n = shifted - round_shift;
+    int32_t exponent = (int32_t)(kl_float_to_bits(shifted) - kl_float_to_bits(round_shift));
+    float r = clamped - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float r2 = r * r;
+    float poly = 1.9875691500e-4f;
+    poly = poly * r + 1.3981999507e-3f;
+    poly = poly * r + 8.3334519073e-3f;
+    poly = poly * r + 4.1665795894e-2f;
+    poly = poly * r + 1.6666665459e-1f;
+    poly = poly * r + 5.0000001201e-1f;
+    float e_r = poly * r2 + r + 1.0f;
+    float result = e_r * kl_bits_to_float((uint32_t)(exponent + 126) << 23) * 2.0f;
+    result = x < lowest ? 0.0f : result;
+    result = x > highest ? (float)INFINITY : result;
+    return x != x ? x : result;
+}
+
+/* log x: x = m 2^e with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in m - 1. */
+KLDIV_INLINE float kl_logf(float x) {
+    int subnormal = x < 1.17549435e-38f;
+    float scaled = x * (subnormal ? 8388608.0f : 1.0f); /* 2^23 brings subnormals to normal range */
+    uint32_t bits = kl_float_to_bits(scaled);
+    int32_t e = (int32_t)(bits >> 23) - 126 - (subnormal ? 23 : 0);
+    float m = kl_bits_to_float((bits & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
+    int small = m < 0.707106781186547524f;
+    e -= small;
+    float f = m * (small ? 2.0f : 1.0f) - 1.0f;
+    float z = f * f;
+    float poly = 7.0376836292e-2f;
+    poly = poly * f - 1.1514610310e-1f;
+    poly = poly * f + 1.1676998740e-1f;
+    poly = poly * f - 1.2420140846e-1f;
+    poly = poly * f + 1.4249322787e-1f;
+    poly = poly * f - 1.6668057665e-1f;
+    poly = poly * f + 2.0000714765e-1f;
+    poly = poly * f - 2.4999993993e-1f;
+    poly = poly * f + 3.3333331174e-1f;
+    float fe = (float)e;
+    float y = poly * f * z;
+    y += fe * -2.12194440e-4f;
+    y += -0.5f * z;
+    float result = f + y + fe * 0.693359375f;
+    result = x == 0.0f ? -(float)INFINITY : result;
+    result = x < 0.0f ? (float)NAN : result;
+    result = x == (float)INFINITY ? x : result;
+    return x != x ? x : result;
+}
+
+/* IEEE binary16 to float32, exact for every value (subnormals, infinities, NaN payloads). */
+KLDIV_INLINE float kl_half_to_float(uint16_t half) {
+    uint32_t sign = (uint32_t)(half & 0x8000u) << 16;
+    uint32_t magnitude = half & 0x7fffu;
+    /* Shifted into float32's fields, the magnitude is the value times 2^-112, subnormals included. */
+    uint32_t bits = kl_float_to_bits(kl_bits_to_float(magnitude << 13) * 0x1p112f);
+    bits = magnitude >= 0x7c00u ? (bits | 0x7f800000u) : bits;
+    return kl_bits_to_float(bits | sign);
+}
+
+KLDIV_INLINE float kl_bfloat16_to_float(uint16_t value) {
+    return kl_bits_to_float((uint32_t)value << 16);
+}
+
+/* Element types of an input, as the Python side passes them. */
+enum kl_dtype { KL_FLOAT32 = 0, KL_FLOAT16 = 1, KL_BFLOAT16 = 2 };
+
+/* Widen n entries of type `dtype` at `source` to float32 at `target`. */
+KLDIV_INLINE void kl_widen(float *restrict target, const void *restrict source, Py_ssize_t n,
+                           int dtype) {
+    if (dtype == KL_FLOAT16) {
+        const uint16_t *half = (const uint16_t *)source;
+        for (Py_ssize_t i = 0; i < n; ++i) target[i] = kl_half_to_float(half[i]);
+    } else if (dtype == KL_BFLOAT16) {
+        const uint16_t *brain = (const uint16_t *)source;
+        for (Py_ssize_t i = 0; i < n; ++i) target[i] = kl_bfloat16_to_float(brain[i]);
+    } else {
+        memcpy(target, source, (size_t)n * sizeof(float));
+    }
+}
+
+KLDIV_INLINE Py_ssize_t kl_dtype_size(int dtype) { return dtype == KL_FLOAT32 ? 4 : 2; }
+
+/* Run task(context, begin, end) over [0, n) split into `threads` contiguous ranges, one on the
+ * calling thread and the rest on new threads. Call it with the GIL released. */
+typedef void (*kl_task)(void *context, Py_ssize_t begin, Py_ssize_t end);
+
+struct kl_range_job {
+    kl_task task;
+    void *context;
+    Py_ssize_t begin, end;
+};
+
+static void *kl_run_range(void *argument) {
+    struct kl_range_job *job = (struct kl_range_job *)argument;
+    job->task(job->context, job->begin, job->end);
+    return NULL;
+}
+
+#define KL_MAX_THREADS 256
+
+static void kl_parallel_for(int threads, Py_ssize_t n, kl_task task, void *context) {
+    if (threads > KL_MAX_THREADS) threads = KL_MAX_THREADS;
+    if (threads > n) threads = (int)n;
+    if (threads <= 1) {
+        if (n > 0) task(context, 0, n);
+        return;
+    }
+    struct kl_range_job jobs[KL_MAX_THREADS];
+    pthread_t handles[KL_MAX_THREADS];
+    int started[KL_MAX_THREADS];
+    for (int t = 0; t < threads; ++t) {
+        jobs[t].task = task;
+        jobs[t].context = context;
+        jobs[t].begin = n * t / threads;
+        jobs[t].end = n * (t + 1) / threads;
+    }
+    for (int t = 1; t < threads; ++t)
+        started[t] = pthread_create(&handles[t], NULL, kl_run_range, &jobs[t]) == 0;
+    kl_run_range(&jobs[0]);
+    for (int t = 1; t < threads; ++t) {
+        if (started[t])
+            pthread_join(handles[t], NULL);
+        else
+            kl_run_range(&jobs[t]); /* no thread to be had: do its share here */
+    }
+}
+
+#endif /* KLDIV_NATIVE_COMMON_H */
