@@ -41,6 +41,11 @@ class BFloat16Rows:
         self._pages = PageReleaser.of(bits)
         self.shape = tuple(bits.shape)
 
+    @property
+    def bfloat16_bits(self) -> np.ndarray:
+        """The raw 16-bit patterns, for `kldiv.compare`'s compiled kernel to widen itself."""
+        return self._bits
+
     def reshape(self, *shape: int) -> BFloat16Rows:
         return BFloat16Rows(self._bits.reshape(*shape))
 

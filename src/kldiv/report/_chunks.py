@@ -9,6 +9,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from kldiv.report._compiled import BFLOAT16, storage
+
 _WIDE = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -33,7 +35,10 @@ class Rows:
         self.shape = shape
         self.n, self.vocab = math.prod(shape[:-1]), shape[-1]
         self._rows = array if len(shape) == 2 else _flatten(array, self.vocab)
-        self._pages = PageReleaser.of(self._rows)
+        # The command line's bfloat16 memory maps (`BFloat16Rows`) show their raw bits.
+        bits = getattr(self._rows, "bfloat16_bits", None)
+        self._bfloat16_bits = bits if isinstance(bits, np.ndarray) else None
+        self._pages = PageReleaser.of(self._rows if bits is None else bits)
         self.is_numpy = isinstance(self._rows, np.ndarray)
 
     def read(self, start: int, stop: int, kind: str) -> Any:
@@ -63,10 +68,21 @@ class Rows:
         """Rows ``start:stop`` as stored."""
         return self._rows[start:stop]
 
+    def stored(self, start: int, stop: int) -> tuple[np.ndarray, int] | None:
+        """Rows ``start:stop`` as the compiled kernel reads them: stored bits and dtype code.
+
+        None where the kernel does not take this input (see `_compiled.storage`).
+        """
+        if self._bfloat16_bits is not None:
+            bits = self._bfloat16_bits[start:stop]
+            return (bits, BFLOAT16) if bits.flags.c_contiguous else None
+        return storage(self._rows[start:stop])
+
     def release(self, start: int, stop: int) -> None:
         """Drop rows ``start:stop`` of a read-only memory map from resident memory."""
         if self._pages is not None:
-            self._pages.release(self._rows[start:stop])
+            rows = self._rows if self._bfloat16_bits is None else self._bfloat16_bits
+            self._pages.release(rows[start:stop])
 
 
 def _flatten(array: Any, vocab: int) -> Any:

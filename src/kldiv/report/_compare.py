@@ -7,6 +7,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
 import array_api_compat
@@ -15,6 +16,7 @@ import numpy as np
 from kldiv._array import KINDS, check_kind
 from kldiv.report._checks import InputError, check_labels, raise_first_problem, to_numpy
 from kldiv.report._chunks import Rows
+from kldiv.report._compiled import compiled_kernel, compiled_logits
 from kldiv.report._fused import fused_applies, fused_logits, torch_for_widening
 from kldiv.report._report import Report
 from kldiv.report._statistics import CompiledStatistics, chunk_statistics, compiled_statistics
@@ -27,6 +29,9 @@ _CHUNK_ELEMENTS = 1 << 20
 # The fused kernel keeps two float32 copies of both sides; half a million entries per input
 # keeps them near a core's cache, measured fastest against a quarter and twice as many.
 _FUSED_CHUNK_ELEMENTS = 1 << 19
+# The compiled kernel splits each chunk's rows across the cores itself; four million entries
+# per input (8 MB of float16) amortize starting its threads and bound the resident pages.
+_COMPILED_CHUNK_ELEMENTS = 1 << 22
 _MAX_WORKERS = 8
 
 
@@ -103,13 +108,17 @@ def compare(
     n, vocab = rows_base.n, rows_base.vocab
     label_rows = check_labels(labels, rows_base.shape[:-1], n, vocab)
     fused = fused_applies(rows_base.raw(0, 1), rows_test.raw(0, 1), kind)
-    step = _chunk_rows(chunk_rows, vocab, _FUSED_CHUNK_ELEMENTS if fused else _CHUNK_ELEMENTS)
+    kernel = _compiled_for(rows_base, rows_test) if fused else None
+    elements = _FUSED_CHUNK_ELEMENTS if fused else _CHUNK_ELEMENTS
+    if kernel is not None:
+        elements = _COMPILED_CHUNK_ELEMENTS
+    step = _chunk_rows(chunk_rows, vocab, elements)
     kld, reverse, jsd = (np.empty(n) for _ in range(3))
     top1 = np.empty(n, dtype=bool)
     label_base, label_test = np.full(n, np.nan), np.full(n, np.nan)
     batch_shape = rows_base.shape[:-1]
 
-    torch = torch_for_widening(n * vocab) if fused else None
+    torch = torch_for_widening(n * vocab) if fused and kernel is None else None
     compiled = None
     if rows_base.is_numpy and rows_test.is_numpy and not fused:
         compiled = compiled_statistics(kind, step, n * vocab)
@@ -121,7 +130,9 @@ def compare(
         where = (start, batch_shape)
         out = None
         if fused:
-            out = _fused_chunk(rows_base, rows_test, start, stop, chunk_labels, where, torch)
+            out = _fused_chunk(
+                rows_base, rows_test, start, stop, chunk_labels, where, torch, kernel
+            )
         elif compiled is not None:
             a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
             try:
@@ -143,7 +154,8 @@ def compare(
 
     report_progress, close = _progress(progress, n)
     try:
-        workers = _workers(rows_base, rows_test, fused=fused)
+        # The compiled kernel runs one chunk on every core itself.
+        workers = 1 if kernel is not None else _workers(rows_base, rows_test, fused=fused)
         with compiled if compiled is not None else _one_torch_thread(torch):
             for stop in _in_order(evaluate, range(0, n, step), workers):
                 report_progress(stop, n)
@@ -153,6 +165,17 @@ def compare(
         return Report(kind, kld, reverse, jsd, top1)
     labeled = label_rows >= 0
     return Report(kind, kld, reverse, jsd, top1, label_base[labeled], label_test[labeled])
+
+
+def _compiled_for(rows_base: Rows, rows_test: Rows) -> ModuleType | None:
+    """The compiled logits kernel if it is built and reads both inputs as stored, else None."""
+    kernel = compiled_kernel()
+    if kernel is None:
+        return None
+    a, b = rows_base.stored(0, 1), rows_test.stored(0, 1)
+    if a is None or b is None or a[1] != b[1]:
+        return None
+    return kernel
 
 
 def _workers(*inputs: Rows, fused: bool) -> int:
@@ -217,26 +240,35 @@ def _fused_chunk(
     labels: np.ndarray | None,
     where: tuple[int, tuple[int, ...]],
     torch: Any,
+    kernel: ModuleType | None,
 ) -> tuple[np.ndarray, ...]:
-    """The fused kernel on one chunk; rows it cannot finish go through the core's divergences."""
+    """The fused kernel on one chunk; rows it cannot finish go through the core's divergences.
+
+    The compiled ``kernel`` where given, else the NumPy/PyTorch one.
+    """
     index = None if labels is None else np.maximum(labels, 0)[:, None]
-    a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
-    values, exact = fused_logits(a, b, index, torch=torch)
+    a = None if kernel is None else rows_base.stored(start, stop)
+    b = None if kernel is None else rows_test.stored(start, stop)
+    if kernel is not None and a is not None and b is not None:
+        values, exact = compiled_logits(kernel, a, b, index)
+    else:
+        raw_a, raw_b = rows_base.raw(start, stop), rows_test.raw(start, stop)
+        values, exact = fused_logits(raw_a, raw_b, index, torch=torch)
     if not exact.any():
         return values
-    a, b = rows_base.read(start, stop, "logits"), rows_test.read(start, stop, "logits")
+    wide_a, wide_b = rows_base.read(start, stop, "logits"), rows_test.read(start, stop, "logits")
     rows = np.flatnonzero(exact)
     try:
         redone = _chunk(
-            _take(a, rows),
-            _take(b, rows),
+            _take(wide_a, rows),
+            _take(wide_b, rows),
             "logits",
             None if labels is None else labels[rows],
             where,
         )
     except InputError:
         # Locate the problem in the whole chunk, with its row numbers.
-        _chunk(a, b, "logits", labels, where)
+        _chunk(wide_a, wide_b, "logits", labels, where)
         raise
     for value, fixed in zip(values, redone, strict=True):
         value[rows] = fixed
