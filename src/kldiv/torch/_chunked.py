@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from kldiv import _native
 from kldiv.torch._kernels import Workspace, chunk_divergence, compute_dtype
 from kldiv.torch._options import Divergence
 
@@ -104,6 +105,62 @@ def _reference_rows(input: Tensor, target: Tensor, mask: Tensor | None, spec: Di
     return rows if mask is None else _safe(mask, rows)
 
 
+# Element types the compiled kernel reads and writes, by the code it takes for them.
+_NATIVE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def _native_divergence_and_gradient(
+    input: Tensor, target: Tensor, mask: Tensor | None, scale: Tensor | None, spec: Divergence
+) -> tuple[Tensor, Tensor] | None:
+    """Run the compiled KL(P‖Q)-from-logits kernel over all rows, or return None where it does not apply.
+
+    It applies to eager CPU calls with contiguous float32, float16 or bfloat16 logits on both
+    sides (of one dtype) and no target gradient; `torch.compile` traces the torch path, whose
+    operations it can see. Returns the ``(rows,)`` float32 divergences and the gradient with
+    respect to ``input``, already multiplied by ``scale`` (when given) and 1/τ.
+    """
+    if not (
+        spec.name == "forward"
+        and spec.input_kind == spec.target_kind == "logits"
+        and input.device.type == "cpu"
+        and target.device.type == "cpu"
+        and input.dtype in _NATIVE_DTYPES
+        and target.dtype == input.dtype
+        # Fake and functional tensors (tracing) are subclasses: they have no data to hand over.
+        and type(input) is Tensor
+        and type(target) is Tensor
+        and not torch.compiler.is_compiling()
+        and input.is_contiguous()
+        and target.is_contiguous()
+        and (mask is None or (mask.dtype == torch.bool and mask.is_contiguous()))
+        and (scale is None or (scale.dtype == torch.float32 and scale.is_contiguous()))
+    ):
+        return None
+    kernels = _native.load("losses")
+    if kernels is None:
+        return None
+    rows, vocab = input.shape
+    out = torch.empty(rows, dtype=torch.float32)
+    grad_input = torch.empty_like(input, memory_format=torch.contiguous_format)
+    if rows == 0 or vocab == 0:
+        return out.fill_(0.0), grad_input
+    kernels.forward_kl_logits(
+        input.data_ptr(),
+        target.data_ptr(),
+        grad_input.data_ptr(),
+        out.data_ptr(),
+        0 if mask is None else mask.data_ptr(),
+        0 if scale is None else scale.data_ptr(),
+        rows,
+        vocab,
+        _NATIVE_DTYPES[input.dtype],
+        1.0 / spec.temperature,
+        torch.get_num_threads(),
+        True,
+    )
+    return out, grad_input
+
+
 def _divergence_and_gradients(
     input: Tensor,
     target: Tensor,
@@ -114,6 +171,10 @@ def _divergence_and_gradients(
     *,
     target_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
+    if not target_grad:
+        native = _native_divergence_and_gradient(input, target, mask, scale, spec)
+        if native is not None:
+            return native[0], native[1], None
     rows, vocab = input.shape
     dtype = compute_dtype(input.dtype)
     out = torch.empty(rows, dtype=dtype, device=input.device)
