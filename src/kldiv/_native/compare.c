@@ -43,9 +43,59 @@ KLDIV_INLINE float load_entry(const void *row, Py_ssize_t i, int dtype) {
     return ((const float *)row)[i];
 }
 
-/* Maximum, index of its first occurrence, and whether any entry is inf or NaN. */
-KLDIV_INLINE float row_maximum(const void *row, Py_ssize_t n, int dtype, Py_ssize_t *argmax,
-                               int *non_finite) {
+/* e^x for finite x <= 0, as kl_expf without the branches for NaN, inf and overflow that
+ * x - max x cannot need (the same polynomial and results, including the flush below e^-86). */
+KLDIV_INLINE float exp_nonpositive(float x) {
+    const float round_shift = 12582912.0f, lowest = -86.0f;
+    float clamped = x < lowest ? lowest : x;
+    float shifted = clamped * 1.44269504088896341f + round_shift;
+    float n = shifted - round_shift;
+    int32_t exponent = (int32_t)(kl_float_to_bits(shifted) - kl_float_to_bits(round_shift));
+    float r = clamped - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float r2 = r * r;
+    float poly = 1.9875691500e-4f;
+    poly = poly * r + 1.3981999507e-3f;
+    poly = poly * r + 8.3334519073e-3f;
+    poly = poly * r + 4.1665795894e-2f;
+    poly = poly * r + 1.6666665459e-1f;
+    poly = poly * r + 5.0000001201e-1f;
+    float e_r = poly * r2 + r + 1.0f;
+    float result = e_r * kl_bits_to_float((uint32_t)(exponent + 126) << 23) * 2.0f;
+    return x < lowest ? 0.0f : result;
+}
+
+/* log x for normal finite x > 0, as kl_logf without its branches for 0, subnormals, negative
+ * numbers, inf and NaN (the same polynomial and results). */
+KLDIV_INLINE float log_normal(float x) {
+    uint32_t bits = kl_float_to_bits(x);
+    int32_t e = (int32_t)(bits >> 23) - 126;
+    float m = kl_bits_to_float((bits & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
+    int small = m < 0.707106781186547524f;
+    e -= small;
+    float f = m * (small ? 2.0f : 1.0f) - 1.0f;
+    float z = f * f;
+    float poly = 7.0376836292e-2f;
+    poly = poly * f - 1.1514610310e-1f;
+    poly = poly * f + 1.1676998740e-1f;
+    poly = poly * f - 1.2420140846e-1f;
+    poly = poly * f + 1.4249322787e-1f;
+    poly = poly * f - 1.6668057665e-1f;
+    poly = poly * f + 2.0000714765e-1f;
+    poly = poly * f - 2.4999993993e-1f;
+    poly = poly * f + 3.3333331174e-1f;
+    float fe = (float)e;
+    float y = poly * f * z;
+    y += fe * -2.12194440e-4f;
+    y += -0.5f * z;
+    return f + y + fe * 0.693359375f;
+}
+
+/* Widen a row into `out` (float32 rows are read in place: `out` may be NULL for them); return
+ * the float32 row, its maximum and whether any entry is inf or NaN. */
+KLDIV_INLINE const float *row_widen(const void *row, Py_ssize_t n, int dtype,
+                                    float *restrict out, float *maximum, int *non_finite) {
+    const float *x = dtype == KL_FLOAT32 ? (const float *)row : out;
     float top[KL_LANES], poison[KL_LANES];
     for (int j = 0; j < KL_LANES; ++j) {
         top[j] = -(float)INFINITY;
@@ -54,40 +104,47 @@ KLDIV_INLINE float row_maximum(const void *row, Py_ssize_t n, int dtype, Py_ssiz
     Py_ssize_t i = 0;
     for (; i + KL_LANES <= n; i += KL_LANES) {
         for (int j = 0; j < KL_LANES; ++j) {
-            float x = load_entry(row, i + j, dtype);
-            top[j] = x > top[j] ? x : top[j];
-            poison[j] += x * 0.0f; /* NaN from inf or NaN, else 0 */
+            float value = load_entry(row, i + j, dtype);
+            if (dtype != KL_FLOAT32) out[i + j] = value;
+            top[j] = value > top[j] ? value : top[j];
+            poison[j] += value * 0.0f; /* NaN from inf or NaN, else 0 */
         }
     }
     float best = -(float)INFINITY, bad = 0.0f;
     for (; i < n; ++i) {
-        float x = load_entry(row, i, dtype);
-        bad += x * 0.0f;
-        best = x > best ? x : best;
+        float value = load_entry(row, i, dtype);
+        if (dtype != KL_FLOAT32) out[i] = value;
+        bad += value * 0.0f;
+        best = value > best ? value : best;
     }
     for (int j = 0; j < KL_LANES; ++j) {
         bad += poison[j];
         best = top[j] > best ? top[j] : best;
     }
     *non_finite = bad != 0.0f;
-    /* The first entry equal to the maximum, found a block of lanes at a time. */
-    *argmax = 0; /* a row of NaN or -inf only: flagged anyway */
-    for (i = 0; i + KL_LANES <= n; i += KL_LANES) {
-        int hit = 0;
-        for (int j = 0; j < KL_LANES; ++j) hit |= load_entry(row, i + j, dtype) == best;
-        if (hit) break;
+    *maximum = best;
+    return x;
+}
+
+/* The index of the first entry equal to `value` (0 if none: a row of NaN, flagged anyway),
+ * found a block at a time with vectorized comparisons. */
+KLDIV_INLINE Py_ssize_t first_index(const float *x, Py_ssize_t n, float value) {
+    Py_ssize_t i = 0;
+    for (; i + KL_BLOCK <= n; i += KL_BLOCK) {
+        int32_t hit[KL_LANES] = {0};
+        for (Py_ssize_t k = i; k < i + KL_BLOCK; k += KL_LANES)
+            for (int j = 0; j < KL_LANES; ++j) hit[j] |= x[k + j] == value;
+        int32_t any = 0;
+        for (int j = 0; j < KL_LANES; ++j) any |= hit[j];
+        if (any) break;
     }
-    for (; i < n; ++i) {
-        if (load_entry(row, i, dtype) == best) {
-            *argmax = i;
-            break;
-        }
-    }
-    return best;
+    for (; i < n; ++i)
+        if (x[i] == value) return i;
+    return 0;
 }
 
 /* e = exp(x - top) into `out`; returns the sum of e. */
-KLDIV_INLINE double row_exp(const void *row, Py_ssize_t n, int dtype, float top,
+KLDIV_INLINE double row_exp(const float *restrict x, Py_ssize_t n, float top,
                             float *restrict out) {
     double total[KL_LANES] = {0};
     Py_ssize_t i = 0;
@@ -96,7 +153,7 @@ KLDIV_INLINE double row_exp(const void *row, Py_ssize_t n, int dtype, float top,
         Py_ssize_t stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j) {
-                float e = kl_expf(load_entry(row, i + j, dtype) - top);
+                float e = exp_nonpositive(x[i + j] - top);
                 out[i + j] = e;
                 block[j] += e;
             }
@@ -105,7 +162,7 @@ KLDIV_INLINE double row_exp(const void *row, Py_ssize_t n, int dtype, float top,
     }
     double sum = 0.0;
     for (; i < n; ++i) {
-        float e = kl_expf(load_entry(row, i, dtype) - top);
+        float e = exp_nonpositive(x[i] - top);
         out[i] = e;
         sum += e;
     }
@@ -113,8 +170,8 @@ KLDIV_INLINE double row_exp(const void *row, Py_ssize_t n, int dtype, float top,
     return sum;
 }
 
-/* The three sums of pass 3 for entries with log-probability offsets
- * log p = x_a - shift_a, log q = x_b - shift_b, d = (x_a - top_a) - (x_b - top_b) - gap. */
+/* The constants of pass 3: log p = (x_a - top_a) - log_a, log q = (x_b - top_b) - log_b,
+ * d = (x_a - top_a) - (x_b - top_b) - gap with gap = log_a - log_b, p = e_a inverse_a. */
 struct pass3 {
     float top_a, top_b, gap, log_a, log_b, inverse_a, inverse_b;
 };
@@ -124,14 +181,15 @@ KLDIV_INLINE void pass3_entry(float xa, float xb, float ea, float eb, const stru
     float la = xa - c->top_a, lb = xb - c->top_b;
     float d = (la - lb) - c->gap;
     float p = ea * c->inverse_a, q = eb * c->inverse_b;
+    /* Where p + q is 0 or subnormal, both terms are below 1e-38: FLT_MIN keeps them finite. */
     float m = p + q;
-    float log_m = kl_logf(m > 0.0f ? m : FLT_MIN); /* p = q = 0: both terms are 0 */
+    float log_m = log_normal(m > FLT_MIN ? m : FLT_MIN);
     *kl += p * d;
     *reverse += q * d;
     *js += p * ((la - c->log_a) - log_m) + q * ((lb - c->log_b) - log_m);
 }
 
-KLDIV_INLINE void row_sums(const void *a, const void *b, Py_ssize_t n, int dtype,
+KLDIV_INLINE void row_sums(const float *restrict a, const float *restrict b, Py_ssize_t n,
                            const float *restrict ea, const float *restrict eb,
                            const struct pass3 *c, double sums[3]) {
     double kl_total[KL_LANES] = {0}, reverse_total[KL_LANES] = {0}, js_total[KL_LANES] = {0};
@@ -141,8 +199,8 @@ KLDIV_INLINE void row_sums(const void *a, const void *b, Py_ssize_t n, int dtype
         Py_ssize_t stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j)
-                pass3_entry(load_entry(a, i + j, dtype), load_entry(b, i + j, dtype), ea[i + j],
-                            eb[i + j], c, &kl[j], &reverse[j], &js[j]);
+                pass3_entry(a[i + j], b[i + j], ea[i + j], eb[i + j], c, &kl[j], &reverse[j],
+                            &js[j]);
         }
         for (int j = 0; j < KL_LANES; ++j) {
             kl_total[j] += kl[j];
@@ -153,8 +211,7 @@ KLDIV_INLINE void row_sums(const void *a, const void *b, Py_ssize_t n, int dtype
     double kl_sum = 0.0, reverse_sum = 0.0, js_sum = 0.0;
     for (; i < n; ++i) {
         float kl = 0.0f, reverse = 0.0f, js = 0.0f;
-        pass3_entry(load_entry(a, i, dtype), load_entry(b, i, dtype), ea[i], eb[i], c, &kl,
-                    &reverse, &js);
+        pass3_entry(a[i], b[i], ea[i], eb[i], c, &kl, &reverse, &js);
         kl_sum += kl;
         reverse_sum += reverse;
         js_sum += js;
@@ -169,22 +226,27 @@ KLDIV_INLINE void row_sums(const void *a, const void *b, Py_ssize_t n, int dtype
     sums[2] = js_sum;
 }
 
-KLDIV_INLINE void compare_row(const void *a, const void *b, Py_ssize_t n, int dtype,
-                              int64_t label, float *restrict ea, float *restrict eb,
+/* Scratch of one thread: the widened rows (float16 and bfloat16 only) and e for both sides. */
+struct scratch {
+    float *wide_a, *wide_b, *ea, *eb;
+};
+
+KLDIV_INLINE void compare_row(const void *a_row, const void *b_row, Py_ssize_t n, int dtype,
+                              int64_t label, const struct scratch *work,
                               struct row_result *out) {
-    Py_ssize_t argmax_a, argmax_b;
+    float top_a, top_b;
     int bad_a, bad_b;
-    float top_a = row_maximum(a, n, dtype, &argmax_a, &bad_a);
-    float top_b = row_maximum(b, n, dtype, &argmax_b, &bad_b);
-    out->agree = argmax_a == argmax_b;
+    const float *a = row_widen(a_row, n, dtype, work->wide_a, &top_a, &bad_a);
+    const float *b = row_widen(b_row, n, dtype, work->wide_b, &top_b, &bad_b);
+    out->agree = first_index(a, n, top_a) == first_index(b, n, top_b);
     if (bad_a || bad_b) {
         out->exact = 1;
         out->kld = out->reverse = out->jsd = NAN;
         out->label_base = out->label_test = NAN;
         return;
     }
-    double total_a = row_exp(a, n, dtype, top_a, ea);
-    double total_b = row_exp(b, n, dtype, top_b, eb);
+    double total_a = row_exp(a, n, top_a, work->ea);
+    double total_b = row_exp(b, n, top_b, work->eb);
     double log_a = log(total_a), log_b = log(total_b);
     struct pass3 c = {top_a,
                       top_b,
@@ -194,13 +256,13 @@ KLDIV_INLINE void compare_row(const void *a, const void *b, Py_ssize_t n, int dt
                       (float)(1.0 / total_a),
                       (float)(1.0 / total_b)};
     double sums[3];
-    row_sums(a, b, n, dtype, ea, eb, &c, sums);
+    row_sums(a, b, n, work->ea, work->eb, &c, sums);
     out->kld = sums[0];
     out->reverse = -sums[1];
     out->jsd = KL_LN2 + 0.5 * sums[2];
     if (label >= 0 && label < n) {
-        out->label_base = (double)load_entry(a, label, dtype) - top_a - log_a;
-        out->label_test = (double)load_entry(b, label, dtype) - top_b - log_b;
+        out->label_base = (double)a[label] - top_a - log_a;
+        out->label_test = (double)b[label] - top_b - log_b;
     } else {
         out->label_base = out->label_test = NAN;
     }
@@ -212,12 +274,12 @@ KLDIV_INLINE void compare_row(const void *a, const void *b, Py_ssize_t n, int dt
 #define DEFINE_ROWS(NAME, DTYPE)                                                              \
     KLDIV_TARGETS                                                                             \
     static void NAME(const char *a, const char *b, Py_ssize_t n, const int64_t *labels,       \
-                     Py_ssize_t begin, Py_ssize_t end, float *ea, float *eb,                  \
+                     Py_ssize_t begin, Py_ssize_t end, const struct scratch *work,            \
                      struct row_result *out) {                                                \
         Py_ssize_t stride = n * kl_dtype_size(DTYPE);                                         \
         for (Py_ssize_t r = begin; r < end; ++r)                                              \
             compare_row(a + r * stride, b + r * stride, n, DTYPE, labels ? labels[r] : -1,    \
-                        ea, eb, &out[r]);                                                     \
+                        work, &out[r]);                                                       \
     }
 DEFINE_ROWS(rows_float32, KL_FLOAT32)
 DEFINE_ROWS(rows_float16, KL_FLOAT16)
@@ -235,19 +297,20 @@ struct compare_job {
 static void compare_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
     struct compare_job *job = (struct compare_job *)context;
     size_t bytes = ((size_t)job->vocab * sizeof(float) + 63) / 64 * 64;
-    float *scratch = (float *)aligned_alloc(64, 2 * bytes);
-    if (scratch == NULL) {
+    char *memory = (char *)aligned_alloc(64, 4 * bytes);
+    if (memory == NULL) {
         job->failed = 1;
         return;
     }
-    float *ea = scratch, *eb = (float *)((char *)scratch + bytes);
+    struct scratch work = {(float *)memory, (float *)(memory + bytes),
+                           (float *)(memory + 2 * bytes), (float *)(memory + 3 * bytes)};
     if (job->dtype == KL_FLOAT16)
-        rows_float16(job->a, job->b, job->vocab, job->labels, begin, end, ea, eb, job->results);
+        rows_float16(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
     else if (job->dtype == KL_BFLOAT16)
-        rows_bfloat16(job->a, job->b, job->vocab, job->labels, begin, end, ea, eb, job->results);
+        rows_bfloat16(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
     else
-        rows_float32(job->a, job->b, job->vocab, job->labels, begin, end, ea, eb, job->results);
-    free(scratch);
+        rows_float32(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
+    free(memory);
 }
 
 static int check_output(Py_buffer *buffer, Py_ssize_t rows, Py_ssize_t item, const char *name) {
