@@ -157,6 +157,26 @@ def test_huge_logits_underflow_to_zero_probability(scale, dtype) -> None:
     assert_matches(actual, expected)
 
 
+@pytest.mark.parametrize("noise", [1e-1, 1e-2, 1e-3])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_near_identical_distributions_keep_their_small_jsd(noise, dtype) -> None:
+    """JSD well below float32's resolution of log 2 stays accurate relative to itself.
+
+    The terms of JSD are of size log 2 and cancel to the small result; the kernel sums h's
+    series in d = log p - log q instead where |d| < 1/2, so its error is relative.
+    """
+    rng = np.random.default_rng(9)
+    base = rng.normal(scale=2.5, size=(20, 5000))
+    test = base + rng.normal(scale=noise, size=base.shape)
+    a, b = stored(base, dtype), stored(test, dtype)
+    (kld, reverse, jsd, _), _ = run_kernel(a, b, dtype, None)
+    expected = reference(widened(a, dtype), widened(b, dtype), np.zeros(20, dtype=np.int64))
+    np.testing.assert_allclose(jsd, expected["jsd"], rtol=1e-5, atol=1e-14)
+    # KL sums p d directly: its error is absolute, a few times 1e-8.
+    np.testing.assert_allclose(kld, expected["kld"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(reverse, expected["reverse_kld"], rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("chunk_rows", [None, 1, 7, 64])
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_compare_matches_the_numpy_path(chunk_rows, dtype, monkeypatch) -> None:
