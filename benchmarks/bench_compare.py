@@ -7,10 +7,13 @@ default size; ``--delete`` removes them afterwards), then times, each in a fresh
 
 * ``read`` — a floor: stream both files in the same chunks and widen them to float32 with
   NumPy;
-* ``read_torch`` — the same with PyTorch widening the chunks (what ``kldiv`` does);
+* ``read_torch`` — the same with PyTorch widening the chunks (what ``kldiv`` does without its
+  compiled kernels);
 * ``scipy`` — the loop a SciPy user writes: per chunk, log-softmax and the three divergences
   with ``scipy.special`` (on the first ``--baseline-rows`` rows, scaled to the whole file);
-* ``kldiv`` — ``kldiv compare BASE TEST --json``, start-up included.
+* ``kldiv`` — ``kldiv compare BASE TEST --json``, start-up included;
+* ``kldiv_numpy`` — the same with the compiled kernels turned off (``KLDIV_NATIVE=0``): the
+  NumPy/PyTorch kernel of an installation without a C compiler.
 
 Prints each case's median throughput (GB/s per input file), its ratio to ``kldiv`` and its
 peak resident memory (the case's own maximum RSS, measured by the subprocess itself).
@@ -104,11 +107,19 @@ def case_kldiv(base: Path, test: Path, rows: int) -> None:
             raise
 
 
+def case_kldiv_numpy(base: Path, test: Path, rows: int) -> None:
+    import os
+
+    os.environ["KLDIV_NATIVE"] = "0"
+    case_kldiv(base, test, rows)
+
+
 CASES = {
     "read": case_read,
     "read_torch": case_read_torch,
     "scipy": case_scipy,
     "kldiv": case_kldiv,
+    "kldiv_numpy": case_kldiv_numpy,
 }
 
 
@@ -148,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.case:
         start, cpu_start = time.perf_counter(), time.process_time()
-        if args.case == "kldiv":
+        if args.case.startswith("kldiv"):
             sys.stdout = sys.stderr  # keep the report off the line this process answers on
         CASES[args.case](*args.files, args.case_rows)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -164,6 +175,7 @@ def main() -> None:
         "read_torch": args.rows,
         "scipy": min(args.baseline_rows, args.rows),
         "kldiv": args.rows,
+        "kldiv_numpy": args.rows,
     }
     results: dict[str, list[dict[str, float]]] = {name: [] for name in plan}
     for _ in range(args.repeats):

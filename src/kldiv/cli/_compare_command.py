@@ -102,7 +102,10 @@ def compare_command(
         Path | None, typer.Option(help="Save a histogram and CDF of per-position KL here.")
     ] = None,
     chunk_rows: Annotated[
-        int | None, typer.Option(min=1, help="Rows per chunk (default: about 1M entries).")
+        int | None,
+        typer.Option(
+            min=1, help="Rows per chunk (default: half a million to 4M entries, by input)."
+        ),
     ] = None,
 ) -> None:
     """Compare two models' output distributions position by position.

@@ -53,10 +53,12 @@ def compare(
     for each position :math:`i`, with :math:`p_i` from ``base`` and :math:`q_i` from ``test``,
     as in llama.cpp's ``--kl-divergence`` mode. Rows are read ``chunk_rows`` at a time, so a
     memory-mapped input larger than RAM streams through bounded memory. Logits in NumPy arrays
-    or CPU tensors go through one fused kernel per chunk that computes every statistic in a
-    dozen passes (rows it cannot finish, such as rows with -inf, are recomputed by the core);
-    other inputs use `kldiv.kl_div` and `kldiv.js_div` on each chunk. NumPy chunks run on one
-    thread per core. For NumPy log-probabilities of more than 2**28 entries per input, and
+    or CPU tensors go through one fused kernel per chunk that computes every statistic (rows
+    it cannot finish, such as rows with -inf, are recomputed by the core): float16, bfloat16
+    and float32 rows through compiled code that reads them as stored and splits each chunk's
+    rows across the cores, others (or all, where the compiled kernels are not built) through
+    NumPy in a dozen passes; other inputs use `kldiv.kl_div` and `kldiv.js_div` on each chunk.
+    NumPy chunks run on one thread per core. For NumPy log-probabilities of more than 2**28 entries per input, and
     PyTorch installed, the per-chunk computation is fused by `torch.compile`; without a
     working compiler it falls back to the same computation uncompiled.
 
@@ -69,9 +71,9 @@ def compare(
             must be finite, except -inf for zero probability in logits and log-probabilities.
         labels: the observed next tokens, integers of shape (N,) or (B, T); a negative label
             skips its position. With labels the report adds Δp and perplexities.
-        chunk_rows: rows per chunk; by default about half a million elements per input for
-            logits in NumPy or on the CPU, a million otherwise. Any value
-            gives the same result.
+        chunk_rows: rows per chunk; by default about four million elements per input for the
+            compiled logits kernel, half a million for other logits in NumPy or on the CPU, a
+            million otherwise. Any value gives the same result.
         progress: True for a progress bar on stderr (needs rich), or a callable receiving
             ``(rows_done, rows_total)`` after each chunk.
 
