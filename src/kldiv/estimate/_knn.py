@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import ModuleType
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
+from kldiv._native import load, thread_count
 from kldiv._result import KLResult, units_for_base
 
 __all__ = ["knn"]
@@ -79,11 +81,10 @@ class _Neighbours:
 
 
 def _kth_positive(distances: FloatArray, weights: IntArray, k: int) -> FloatArray:
-    """Distance of the k-th point at positive distance, counting multiplicities."""
+    """Distance of the k-th point at positive distance, counting multiplicities; -1 if none."""
     reached = np.cumsum(weights, axis=1) >= k
-    if not reached[:, -1].all():
-        raise ValueError(f"fewer than k={k} distinct neighbours at positive distance; lower k")
-    return np.asarray(distances[np.arange(distances.shape[0]), np.argmax(reached, axis=1)])
+    kth = distances[np.arange(distances.shape[0]), np.argmax(reached, axis=1)]
+    return np.where(reached[:, -1], kth, -1.0)
 
 
 def _within(
@@ -115,13 +116,94 @@ def _within(
         distances, weights = neighbours.query(points[pending], 2 * distances.shape[1])
 
 
+def _native_distances(
+    native: ModuleType, x_points: FloatArray, y_points: FloatArray, *, k: int, adaptive: bool
+) -> tuple[FloatArray, FloatArray, FloatArray | None, int]:
+    """ρ_k and ν_k of every x_i (and the adaptive counts) from the compiled kernel.
+
+    Returns the same arrays as :func:`_tree_distances`, bit for bit: the kernel sums squared
+    coordinate differences in cKDTree's order and takes the same square root. A distance of
+    -1 marks a point with fewer than k neighbours at positive distance.
+    """
+    n, d = x_points.shape
+    rho, nu = np.empty(n), np.empty(n)
+    copies = np.zeros(2, dtype=np.int64)
+    within = np.empty((4, n)) if adaptive else None
+    native.neighbour_distances(
+        np.ascontiguousarray(x_points),
+        np.ascontiguousarray(y_points),
+        d,
+        int(k),
+        thread_count(),
+        rho,
+        nu,
+        copies,
+        within,
+    )
+    return rho, nu, within, int(copies.sum())
+
+
+def _tree_distances(
+    x_points: FloatArray, y_points: FloatArray, *, k: int, adaptive: bool
+) -> tuple[FloatArray, FloatArray, FloatArray | None, int]:
+    """ρ_k and ν_k of every x_i, in the order of x, from cKDTree queries.
+
+    Returns (rho, nu, within, ties): within is None, or for the adaptive variant the rows
+    l_i, ρ_{l_i}(i), k_i, ν_{k_i}(i); ties counts the points with a copy in x plus those with
+    a copy in y. A distance of -1 marks a point with fewer than k neighbours at positive
+    distance.
+    """
+    own, other = _Neighbours(x_points, deduplicate=False), _Neighbours(y_points, deduplicate=False)
+    # Queries in the x-tree's leaf order visit nearby points one after another, which keeps
+    # the trees in cache (about 1.5x faster); the results are put back in the order of x.
+    order = own.tree.indices
+    x_points = x_points[order]
+    # The adaptive variant counts points inside a ball that always holds the k-th neighbour;
+    # asking for a few more neighbours up front spares most rows a second query.
+    extra = k + 3 if adaptive else 0
+    rho_d, rho_w = own.query(x_points, k + 1 + extra)
+    nu_d, nu_w = other.query(x_points, k + extra)
+    # Self is always at distance 0; any other zero means a tie, which needs the duplicate rule.
+    ties = int(np.count_nonzero(rho_d[:, 1] == 0)) + int(np.count_nonzero(nu_d[:, 0] == 0))
+    if ties:
+        own, other = (
+            _Neighbours(x_points, deduplicate=True),
+            _Neighbours(y_points, deduplicate=True),
+        )
+        rho_d, rho_w = own.query(x_points, k + 1 + extra)
+        nu_d, nu_w = other.query(x_points, k + 1 + extra)
+    rho = _kth_positive(rho_d, rho_w, k)
+    nu = _kth_positive(nu_d, nu_w, k)
+    rows = [rho, nu]
+    within = None
+    if adaptive and (rho > 0).all() and (nu > 0).all():
+        radius = np.maximum(rho, nu)
+        within = np.stack(
+            [
+                *_within(own, x_points, radius, rho_d, rho_w),
+                *_within(other, x_points, radius, nu_d, nu_w),
+            ]
+        )
+        rows.extend(within)
+    in_order = np.empty((len(rows), order.size))
+    in_order[:, order] = rows
+    return (
+        in_order[0],
+        in_order[1],
+        None if within is None else in_order[2:],
+        ties,
+    )
+
+
 def knn(
     x: ArrayLike, y: ArrayLike, *, k: int = 1, adaptive: bool = False, base: float | None = None
 ) -> KLResult:
     """Estimate KL(P‖Q) from samples x ~ P and y ~ Q by k-nearest-neighbour distances.
 
     The formula, the adaptive variant and the rule for duplicate points are in the module
-    docstring. KD-trees (``scipy.spatial.cKDTree``) answer all queries at once on all cores.
+    docstring. A compiled KD-tree search answers all queries on all cores; where the compiled
+    kernels are not built (or ``KLDIV_NATIVE=0``), ``scipy.spatial.cKDTree`` does, with the
+    same distances bit for bit and so the same value.
 
     Args:
         x: samples of P, shape (n, d) or (n,) for d = 1; n ≥ 2.
@@ -166,17 +248,13 @@ def knn(
     if base is not None and (base <= 0 or base == 1):
         raise ValueError(f"base must be > 0 and != 1, got {base}")
 
-    own, other = _Neighbours(x_points, deduplicate=False), _Neighbours(y_points, deduplicate=False)
-    # Queries in the x-tree's leaf order visit nearby points one after another, which keeps
-    # the trees in cache (about 1.5x faster); the mean over points does not depend on order.
-    x_points = x_points[own.tree.indices]
-    # The adaptive variant counts points inside a ball that always holds the k-th neighbour;
-    # asking for a few more neighbours up front spares most rows a second query.
-    extra = k + 3 if adaptive else 0
-    rho_d, rho_w = own.query(x_points, k + 1 + extra)
-    nu_d, nu_w = other.query(x_points, k + extra)
-    # Self is always at distance 0; any other zero means a tie, which needs the duplicate rule.
-    ties = int(np.count_nonzero(rho_d[:, 1] == 0)) + int(np.count_nonzero(nu_d[:, 0] == 0))
+    native = load("knn")
+    if native is not None:
+        rho, nu, within, ties = _native_distances(
+            native, x_points, y_points, k=k, adaptive=adaptive
+        )
+    else:
+        rho, nu, within, ties = _tree_distances(x_points, y_points, k=k, adaptive=adaptive)
     if ties:
         warnings.warn(
             f"{ties} sample points have exact copies; neighbours at distance 0 are skipped "
@@ -184,19 +262,11 @@ def knn(
             UserWarning,
             stacklevel=2,
         )
-        own, other = (
-            _Neighbours(x_points, deduplicate=True),
-            _Neighbours(y_points, deduplicate=True),
-        )
-        rho_d, rho_w = own.query(x_points, k + 1 + extra)
-        nu_d, nu_w = other.query(x_points, k + 1 + extra)
-    rho = _kth_positive(rho_d, rho_w, k)
-    nu = _kth_positive(nu_d, nu_w, k)
+    if not ((rho > 0).all() and (nu > 0).all()):
+        raise ValueError(f"fewer than k={k} distinct neighbours at positive distance; lower k")
     constant = math.log(m / (n - 1))
-    if adaptive:
-        radius = np.maximum(rho, nu)
-        l_count, rho_adaptive = _within(own, x_points, radius, rho_d, rho_w)
-        k_count, nu_adaptive = _within(other, x_points, radius, nu_d, nu_w)
+    if within is not None:
+        l_count, rho_adaptive, k_count, nu_adaptive = within
         terms = (
             d * (np.log(nu_adaptive) - np.log(rho_adaptive)) + digamma(l_count) - digamma(k_count)
         )
