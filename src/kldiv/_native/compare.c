@@ -44,6 +44,46 @@ KLDIV_INLINE float load_entry(const void *row, Py_ssize_t i, int dtype) {
     return ((const float *)row)[i];
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define KL_HAVE_F16C 1
+/* Set at import where the CPU has AVX2 and F16C. */
+static int kl_use_f16c = 0;
+
+/* float16 widening by the F16C instruction (8 entries per instruction, against a few integer
+ * and float operations per vector for kl_half_to_float), with the row's maximum and a NaN sum
+ * that is NaN where an entry is inf or NaN. */
+__attribute__((target("avx2,f16c"))) static float widen_half_f16c(const uint16_t *row,
+                                                                  Py_ssize_t n, float *out,
+                                                                  int *non_finite) {
+    __m256 top = _mm256_set1_ps(-(float)INFINITY), poison = _mm256_setzero_ps();
+    const __m256 zero = _mm256_setzero_ps();
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 x = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + i)));
+        _mm256_storeu_ps(out + i, x);
+        top = _mm256_max_ps(x, top); /* a NaN x keeps top: the row is flagged anyway */
+        poison = _mm256_add_ps(poison, _mm256_mul_ps(x, zero));
+    }
+    float tops[8], bads[8];
+    _mm256_storeu_ps(tops, top);
+    _mm256_storeu_ps(bads, poison);
+    float best = -(float)INFINITY, bad = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        best = tops[j] > best ? tops[j] : best;
+        bad += bads[j];
+    }
+    for (; i < n; ++i) {
+        float x = kl_half_to_float(row[i]);
+        out[i] = x;
+        best = x > best ? x : best;
+        bad += x * 0.0f;
+    }
+    *non_finite = bad != 0.0f;
+    return best;
+}
+#endif
+
 /* e^x for finite x <= 0, as kl_expf without the branches for NaN, inf and overflow that
  * x - max x cannot need (the same polynomial and results, including the flush below e^-86). */
 KLDIV_INLINE float exp_nonpositive(float x) {
@@ -97,6 +137,12 @@ KLDIV_INLINE float log_normal(float x) {
 KLDIV_INLINE const float *row_widen(const void *row, Py_ssize_t n, int dtype,
                                     float *restrict out, float *maximum, int *non_finite) {
     const float *x = dtype == KL_FLOAT32 ? (const float *)row : out;
+#ifdef KL_HAVE_F16C
+    if (dtype == KL_FLOAT16 && kl_use_f16c) {
+        *maximum = widen_half_f16c((const uint16_t *)row, n, out, non_finite);
+        return x;
+    }
+#endif
     float top[KL_LANES], poison[KL_LANES];
     for (int j = 0; j < KL_LANES; ++j) {
         top[j] = -(float)INFINITY;
@@ -418,4 +464,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "kldiv._native.compar
                                     "Fused per-row statistics of `kldiv compare` for logits.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit_compare(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_compare(void) {
+#ifdef KL_HAVE_F16C
+    __builtin_cpu_init();
+    kl_use_f16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+#endif
+    return PyModule_Create(&module);
+}
