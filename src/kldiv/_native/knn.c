@@ -417,12 +417,15 @@ struct query_job {
     double *scratch;   /* scratch_size per thread, handed out in turn */
     Py_ssize_t scratch_size;
     int next_scratch;
+    Py_ssize_t blocks, next_block; /* blocks of x, and the next one no thread has taken */
     int64_t copies[2]; /* rows with a copy in x, in y */
 };
 
-/* The queries of blocks [begin, end) of x, with the dimension d a constant where the caller
- * passes one, so that the compiler unrolls the coordinate loops. */
-KLDIV_INLINE void query_blocks(struct query_job *job, Py_ssize_t begin, Py_ssize_t end, int d) {
+/* Answers the queries of the blocks of x, a few blocks at a time, taking them in turn with
+ * the other threads: a thread slowed down by other work on its core then takes fewer. The
+ * dimension d is a constant where the caller passes one, so that the compiler unrolls the
+ * coordinate loops. */
+KLDIV_INLINE void query_blocks(struct query_job *job, int d) {
     const struct tree *x = job->x;
     int k = job->k;
     int slot = __atomic_fetch_add(&job->next_scratch, 1, __ATOMIC_RELAXED);
@@ -433,7 +436,9 @@ KLDIV_INLINE void query_blocks(struct query_job *job, Py_ssize_t begin, Py_ssize
     g.high = g.low + d;
     int64_t copies_x = 0, copies_y = 0;
     Py_ssize_t n = x->n;
-    for (Py_ssize_t b = begin; b < end; ++b) {
+    for (;;) {
+        Py_ssize_t b = __atomic_fetch_add(&job->next_block, 1, __ATOMIC_RELAXED);
+        if (b >= job->blocks) break;
         Py_ssize_t first = b * LEAF_SIZE;
         const double *block = tree_block(x, first);
         g.block = block;
@@ -477,17 +482,18 @@ KLDIV_INLINE void query_blocks(struct query_job *job, Py_ssize_t begin, Py_ssize
 
 KLDIV_TARGETS
 static void query_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
+    (void)begin, (void)end; /* one call per thread; the blocks are handed out in query_blocks */
     struct query_job *job = (struct query_job *)context;
     switch (job->x->d) {
-    case 1: query_blocks(job, begin, end, 1); break;
-    case 2: query_blocks(job, begin, end, 2); break;
-    case 3: query_blocks(job, begin, end, 3); break;
-    case 4: query_blocks(job, begin, end, 4); break;
-    case 5: query_blocks(job, begin, end, 5); break;
-    case 6: query_blocks(job, begin, end, 6); break;
-    case 7: query_blocks(job, begin, end, 7); break;
-    case 8: query_blocks(job, begin, end, 8); break;
-    default: query_blocks(job, begin, end, job->x->d);
+    case 1: query_blocks(job, 1); break;
+    case 2: query_blocks(job, 2); break;
+    case 3: query_blocks(job, 3); break;
+    case 4: query_blocks(job, 4); break;
+    case 5: query_blocks(job, 5); break;
+    case 6: query_blocks(job, 6); break;
+    case 7: query_blocks(job, 7); break;
+    case 8: query_blocks(job, 8); break;
+    default: query_blocks(job, job->x->d);
     }
 }
 
@@ -558,8 +564,9 @@ static PyObject *neighbour_distances(PyObject *self, PyObject *args) {
     failed = build.failed[0] || build.failed[1] || scratch == NULL;
     if (!failed) {
         struct query_job job = {&build.trees[0], &build.trees[1], k, rho.buf, nu.buf,
-                                has_within ? within.buf : NULL, scratch, scratch_size, 0, {0, 0}};
-        kl_parallel_for(threads, (n + LEAF_SIZE - 1) / LEAF_SIZE, query_range, &job);
+                                has_within ? within.buf : NULL, scratch, scratch_size, 0,
+                                (n + LEAF_SIZE - 1) / LEAF_SIZE, 0, {0, 0}};
+        kl_parallel_for(threads, threads, query_range, &job);
         memcpy(copies.buf, job.copies, sizeof job.copies);
     }
     Py_END_ALLOW_THREADS
