@@ -11,6 +11,7 @@ measured in a fresh subprocess (``--case NAME``) so that the cases do not share 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-CASES = ("data_only", "kldiv", "kldiv_adaptive", "universal_divergence")
+CASES = ("data_only", "kldiv", "kldiv_adaptive", "kldiv_no_native", "universal_divergence")
 
 
 def make_data(n: int, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +38,21 @@ def runner(case: str, x: np.ndarray, y: np.ndarray, k: int) -> Callable[[], floa
         from kldiv.estimate import knn
 
         return lambda: float(knn(x, y, k=k, adaptive=case == "kldiv_adaptive"))
+    if case == "kldiv_no_native":
+        from kldiv.estimate import knn
+
+        def without_compiled_kernels() -> float:
+            setting = os.environ.get("KLDIV_NATIVE")
+            os.environ["KLDIV_NATIVE"] = "0"  # read at every call: the cKDTree path
+            try:
+                return float(knn(x, y, k=k))
+            finally:
+                if setting is None:
+                    del os.environ["KLDIV_NATIVE"]
+                else:
+                    os.environ["KLDIV_NATIVE"] = setting
+
+        return without_compiled_kernels
     if case == "universal_divergence":
         from universal_divergence import estimate
 
@@ -93,7 +109,11 @@ def main() -> None:
         runner(args.case, x, y, args.k)()
         print(peak_rss_kib())
         return
+    from kldiv._native import load
+
+    compiled = "loaded" if load("knn") is not None else "not built or off: the cKDTree path"
     print(f"n = m = {args.n}, d = {args.d}, k = {args.k}; true KL = 0.125 nats")
+    print(f"compiled k-NN kernel: {compiled}")
     ours, baseline = runner("kldiv", x, y, args.k), runner("universal_divergence", x, y, args.k)
     # Each baseline run is paired with kldiv runs just before it, so that both see the same
     # machine load; the speed-up is the median of the paired ratios.
@@ -105,8 +125,13 @@ def main() -> None:
         baseline_times.append(baseline_time)
         ratios.append(baseline_time / ours_time)
     adaptive_time, adaptive_value = timed(runner("kldiv_adaptive", x, y, args.k), args.repeats)
+    fallback_time, fallback_value = timed(runner("kldiv_no_native", x, y, args.k), args.repeats)
     print(f"{'kldiv':>22}: median {statistics.median(ours_times):8.3f} s, value {ours_value:.12f}")
     print(f"{'kldiv_adaptive':>22}: median {adaptive_time:8.3f} s, value {adaptive_value:.12f}")
+    print(
+        f"{'kldiv_no_native':>22}: median {fallback_time:8.3f} s, value {fallback_value:.12f} "
+        "(compiled kernels off: the cKDTree path)"
+    )
     print(
         f"{'universal_divergence':>22}: median {statistics.median(baseline_times):8.3f} s, value {baseline_value:.12f}"
     )
