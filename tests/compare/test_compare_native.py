@@ -301,3 +301,22 @@ def test_kernel_rejects_mismatched_buffers() -> None:
         kernel.logits(a, a, 3, FLOAT32, np.zeros(3, np.int64), 1, *out)
     with pytest.raises(ValueError, match="dtype must be 0, 1 or 2"):
         kernel.logits(a, a, 3, 7, None, 1, *out)
+
+
+@pytest.mark.parametrize(("rows", "vocab"), [(1, 10), (9, 7), (300, 5), (13, 70_000)])
+def test_any_thread_count_gives_bitwise_the_same_rows(rows, vocab) -> None:
+    """Threads claim rows in batches; each row is computed whole by one of them."""
+    assert kernel is not None
+    base, test, labels = logits(rows, vocab, seed=10)
+    a, b = base.astype(np.float16), test.astype(np.float16)
+    results = []
+    for threads in (1, 2, 5):
+        out = [np.empty(rows) for _ in range(3)] + [np.empty(rows, np.uint8)]
+        out += [np.empty(rows) for _ in range(2)] + [np.empty(rows, np.uint8)]
+        kernel.logits(a, b, vocab, FLOAT16, labels, threads, *out)
+        results.append(out)
+    for other in results[1:]:
+        for single, several in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(single, several)
+    expected = reference(a.astype(np.float64), b.astype(np.float64), labels)
+    np.testing.assert_allclose(results[0][0], expected["kld"], **FLOAT32_TOLERANCE)

@@ -347,31 +347,41 @@ DEFINE_ROWS(rows_float32, KL_FLOAT32)
 DEFINE_ROWS(rows_float16, KL_FLOAT16)
 DEFINE_ROWS(rows_bfloat16, KL_BFLOAT16)
 
+/* Threads claim rows a batch at a time, so that a core shared with another process does
+ * fewer rows instead of holding up the chunk. */
 struct compare_job {
     const char *a, *b;
-    Py_ssize_t vocab;
+    Py_ssize_t vocab, rows, batch;
+    Py_ssize_t next; /* the first row no thread has claimed (atomic) */
     int dtype;
     const int64_t *labels;
     struct row_result *results;
-    int failed; /* a thread could not allocate its scratch */
 };
 
-static void compare_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
+static void compare_worker(void *context, Py_ssize_t worker_begin, Py_ssize_t worker_end) {
+    (void)worker_begin;
+    (void)worker_end;
     struct compare_job *job = (struct compare_job *)context;
     size_t bytes = ((size_t)job->vocab * sizeof(float) + 63) / 64 * 64;
     char *memory = (char *)aligned_alloc(64, 4 * bytes);
-    if (memory == NULL) {
-        job->failed = 1;
-        return;
-    }
+    if (memory == NULL) return; /* the other threads take its rows; if none can, the caller
+                                   sees rows left unclaimed */
     struct scratch work = {(float *)memory, (float *)(memory + bytes),
                            (float *)(memory + 2 * bytes), (float *)(memory + 3 * bytes)};
-    if (job->dtype == KL_FLOAT16)
-        rows_float16(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
-    else if (job->dtype == KL_BFLOAT16)
-        rows_bfloat16(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
-    else
-        rows_float32(job->a, job->b, job->vocab, job->labels, begin, end, &work, job->results);
+    for (;;) {
+        Py_ssize_t begin = __atomic_fetch_add(&job->next, job->batch, __ATOMIC_RELAXED);
+        if (begin >= job->rows) break;
+        Py_ssize_t end = begin + job->batch < job->rows ? begin + job->batch : job->rows;
+        if (job->dtype == KL_FLOAT16)
+            rows_float16(job->a, job->b, job->vocab, job->labels, begin, end, &work,
+                         job->results);
+        else if (job->dtype == KL_BFLOAT16)
+            rows_bfloat16(job->a, job->b, job->vocab, job->labels, begin, end, &work,
+                          job->results);
+        else
+            rows_float32(job->a, job->b, job->vocab, job->labels, begin, end, &work,
+                         job->results);
+    }
     free(memory);
 }
 
@@ -422,12 +432,24 @@ static PyObject *logits(PyObject *self, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    struct compare_job job = {(const char *)a.buf, (const char *)b.buf, vocab, dtype,
-                              have_labels ? (const int64_t *)labels.buf : NULL, results, 0};
+    /* About 64K entries per claim: a few rows of a real vocabulary, many of a small one. */
+    Py_ssize_t batch = vocab >= 65536 ? 1 : 65536 / vocab;
+    struct compare_job job = {(const char *)a.buf,
+                              (const char *)b.buf,
+                              vocab,
+                              rows,
+                              batch,
+                              0,
+                              dtype,
+                              have_labels ? (const int64_t *)labels.buf : NULL,
+                              results};
+    Py_ssize_t batches = (rows + batch - 1) / batch;
+    int workers = threads < batches ? threads : (int)batches;
+    workers = workers < 1 ? 1 : workers;
     Py_BEGIN_ALLOW_THREADS
-    kl_parallel_for(threads, rows, compare_range, &job);
+    kl_parallel_for(workers, workers, compare_worker, &job);
     Py_END_ALLOW_THREADS
-    if (job.failed) {
+    if (job.next < rows) {
         free(results);
         PyErr_NoMemory();
         goto done;
