@@ -187,12 +187,12 @@ def main() -> None:
         rates[name] = read / statistics.median(r["seconds"] for r in runs)
         # Per CPU-second, times 2 cores: an estimate for the same machine without other load.
         cpu_rates[name] = 2 * read / statistics.median(r["cpu_seconds"] for r in runs)
-    header = f"{'case':10s} {'rows':>8s} {'GB/s per file':>14s} {'vs kldiv':>9s}"
+    header = f"{'case':12s} {'rows':>8s} {'GB/s per file':>14s} {'vs kldiv':>9s}"
     print(f"{header} {'CPU-time GB/s':>14s} {'peak RSS':>10s}")
     for name, runs in results.items():
         peak = max(r["peak_bytes"] for r in runs) / 2**20
         print(
-            f"{name:10s} {plan[name]:8,d} {rates[name]:14.3f} {rates[name] / rates['kldiv']:8.2f}x "
+            f"{name:12s} {plan[name]:8,d} {rates[name]:14.3f} {rates[name] / rates['kldiv']:8.2f}x "
             f"{cpu_rates[name]:14.3f} {peak:8.0f} MiB"
         )
     if args.delete:
