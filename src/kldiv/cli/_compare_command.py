@@ -104,7 +104,7 @@ def compare_command(
     chunk_rows: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Rows per chunk (default: half a million to 4M entries, by input)."
+            min=1, help="Rows per chunk (default: half a million to 16M entries, by input)."
         ),
     ] = None,
 ) -> None:
