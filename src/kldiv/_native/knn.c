@@ -551,8 +551,10 @@ static PyObject *neighbour_distances(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "x and y need at least one point each");
         goto done;
     }
-    if (threads < 1) threads = 1;
+    Py_ssize_t query_blocks_count = (n + LEAF_SIZE - 1) / LEAF_SIZE;
+    if (threads > query_blocks_count) threads = (int)query_blocks_count; /* idle threads cost */
     if (threads > KL_MAX_THREADS) threads = KL_MAX_THREADS;
+    if (threads < 1) threads = 1;
     /* Per thread: k best distances for each query of a block, the block's coordinates, and
      * its bounding box. */
     Py_ssize_t scratch_size = (Py_ssize_t)k * LEAF_SIZE + (Py_ssize_t)(LEAF_SIZE + 2) * d;
@@ -565,7 +567,7 @@ static PyObject *neighbour_distances(PyObject *self, PyObject *args) {
     if (!failed) {
         struct query_job job = {&build.trees[0], &build.trees[1], k, rho.buf, nu.buf,
                                 has_within ? within.buf : NULL, scratch, scratch_size, 0,
-                                (n + LEAF_SIZE - 1) / LEAF_SIZE, 0, {0, 0}};
+                                query_blocks_count, 0, {0, 0}};
         kl_parallel_for(threads, threads, query_range, &job);
         memcpy(copies.buf, job.copies, sizeof job.copies);
     }
