@@ -36,9 +36,11 @@ docs: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/mkdocs build --strict --site-dir site
 
 # KLDIV_REQUIRE_NATIVE=1: a compiled kernel that failed to build fails the tests instead of
-# leaving only the fallback paths tested.
+# leaving only the fallback paths tested. The installed kernels run their AVX-512 copies on a
+# machine that has it; check_portable_kernels.py also tests the AVX2 and baseline code.
 test: lint docs
 	KLDIV_REQUIRE_NATIVE=1 $(TEST_VENV)/bin/python -m pytest -n 2 --dist loadgroup
+	$(TEST_VENV)/bin/python scripts/check_portable_kernels.py -n 2
 
 clean:
 	rm -rf $(DEMO_VENV) $(TEST_VENV) site build dist .pytest_cache .mypy_cache .ruff_cache

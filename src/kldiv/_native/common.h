@@ -10,7 +10,9 @@
  *
  * Hot functions carry KLDIV_TARGETS: on x86-64 with GCC the compiler emits an AVX-512, an
  * AVX2 and a baseline copy and the loader picks the best one for the CPU at run time, so one
- * build runs everywhere at the speed of the machine it lands on.
+ * build runs everywhere at the speed of the machine it lands on. Compiling with -DKLDIV_PORTABLE
+ * leaves out the copies and the run-time choices (F16C in compare.c), so that a build with
+ * -march=x86-64 tests the code a baseline CPU runs.
  */
 #ifndef KLDIV_NATIVE_COMMON_H
 #define KLDIV_NATIVE_COMMON_H
@@ -21,7 +23,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(KLDIV_PORTABLE)
 #define KLDIV_TARGETS __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define KLDIV_TARGETS

@@ -44,7 +44,7 @@ KLDIV_INLINE float load_entry(const void *row, Py_ssize_t i, int dtype) {
     return ((const float *)row)[i];
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(KLDIV_PORTABLE)
 #include <immintrin.h>
 #define KL_HAVE_F16C 1
 /* Set at import where the CPU has AVX2 and F16C. */
