@@ -8,10 +8,15 @@ Two families, forward + backward, at BT = 8192 and BT = 1024 tokens, V = 128256:
   GKD formula) and ``LigerFusedLinearJSD``.
 
 Times are medians of repetitions after a warm-up, synchronized; peak memory is
-``torch.cuda.max_memory_allocated`` above the inputs, per case in a fresh subprocess. Without
-a CUDA device the script says so and exits with status 0.
+``torch.cuda.max_memory_allocated`` above the inputs, per case in a fresh subprocess. Each
+case also reports its loss, and the table its relative difference from torch's, so a run shows
+that the three compute the same number. Without a CUDA device the script says so and exits
+with status 0.
 
     python benchmarks/bench_torch_cuda.py
+
+``--device cpu`` with small ``--vocab``/``--hidden``/``--rows`` runs the same code on the CPU
+(no memory figures there); the test suite does that to keep the script working between GPU runs.
 """
 
 from __future__ import annotations
@@ -25,38 +30,39 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from kldiv.torch import FusedLinearJSDLoss, KLDivLoss
 
-VOCAB, HIDDEN, BETA = 128256, 4096, 0.5
+BETA = 0.5
 HAS_LIGER = importlib.util.find_spec("liger_kernel") is not None
 Inputs = tuple[torch.Tensor, ...]
 
 
-def kl_inputs(rows: int) -> Inputs:
-    generator = torch.Generator(device="cuda").manual_seed(0)
-    shape = (rows, VOCAB)
-    student = torch.randn(shape, generator=generator, device="cuda", dtype=torch.bfloat16)
-    teacher = torch.randn(shape, generator=generator, device="cuda", dtype=torch.bfloat16)
+def kl_inputs(rows: int, vocab: int, hidden: int, device: str) -> Inputs:
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (rows, vocab)
+    student = torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
+    teacher = torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
     return student.requires_grad_(), teacher
 
 
-def jsd_inputs(rows: int) -> Inputs:
-    generator = torch.Generator(device="cuda").manual_seed(0)
+def jsd_inputs(rows: int, vocab: int, hidden: int, device: str) -> Inputs:
+    generator = torch.Generator(device=device).manual_seed(0)
 
     def randn(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        x = torch.randn(shape, generator=generator, device="cuda", dtype=torch.bfloat16)
+        x = torch.randn(shape, generator=generator, device=device, dtype=torch.bfloat16)
         return x.mul_(scale)
 
-    scale = HIDDEN**-0.5
+    scale = hidden**-0.5
     return (
-        randn(rows, HIDDEN).requires_grad_(),
-        randn(VOCAB, HIDDEN, scale=scale).requires_grad_(),
-        randn(rows, HIDDEN),
-        randn(VOCAB, HIDDEN, scale=scale),
+        randn(rows, hidden).requires_grad_(),
+        randn(vocab, hidden, scale=scale).requires_grad_(),
+        randn(rows, hidden),
+        randn(vocab, hidden, scale=scale),
     )
 
 
@@ -102,86 +108,111 @@ def liger_jsd(h: torch.Tensor, w: torch.Tensor, th: torch.Tensor, tw: torch.Tens
     return LigerFusedLinearJSD(jsd_beta=BETA)(h, w, th, tw)
 
 
-FAMILIES: dict[str, tuple[Callable[[int], Inputs], dict[str, Callable[..., torch.Tensor]]]] = {
+FAMILIES: dict[
+    str, tuple[Callable[[int, int, int, str], Inputs], dict[str, Callable[..., torch.Tensor]]]
+] = {
     "kl": (kl_inputs, {"torch": torch_kl, "kldiv": kldiv_kl, "liger": liger_kl}),
     "fused_jsd": (jsd_inputs, {"torch": torch_jsd, "kldiv": kldiv_jsd, "liger": liger_jsd}),
 }
 
 
-def step(loss: Callable[..., torch.Tensor], inputs: Inputs) -> float:
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def step(loss: Callable[..., torch.Tensor], inputs: Inputs, device: str) -> tuple[float, float]:
+    """One forward + backward: its wall time and the loss."""
     for tensor in inputs:
         tensor.grad = None
-    torch.cuda.synchronize()
+    synchronize(device)
     start = time.perf_counter()
-    loss(*inputs).backward()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
+    value = loss(*inputs)
+    value.backward()
+    synchronize(device)
+    return time.perf_counter() - start, float(value)
 
 
-def child(family: str, case: str, rows: int, repeats: int) -> None:
-    make, cases = FAMILIES[family]
-    inputs = make(rows)
+def child(args: argparse.Namespace) -> None:
+    make, cases = FAMILIES[args.family]
+    inputs = make(args.rows[0], args.vocab, args.hidden, args.device)
+    loss = cases[args.case]
     try:
-        step(cases[case], inputs)  # warm-up: kernel compilation and autotuning
+        _, value = step(loss, inputs, args.device)  # warm-up: kernel compilation and autotuning
     except torch.OutOfMemoryError:
         print(json.dumps({"error": "out of memory"}))
         return
-    times = [step(cases[case], inputs) for _ in range(repeats)]
-    for tensor in inputs:
-        tensor.grad = None
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step(cases[case], inputs)
-    peak = torch.cuda.max_memory_allocated() - before
-    print(json.dumps({"median_s": statistics.median(times), "extra_peak_bytes": peak}))
+    times = [step(loss, inputs, args.device)[0] for _ in range(args.repeats)]
+    result: dict[str, float | None] = {"median_s": statistics.median(times), "loss": value}
+    result["extra_peak_bytes"] = None
+    if args.device == "cuda":
+        for tensor in inputs:
+            tensor.grad = None
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step(loss, inputs, args.device)
+        result["extra_peak_bytes"] = torch.cuda.max_memory_allocated() - before
+    print(json.dumps(result))
 
 
-def run_case(family: str, case: str, rows: int, repeats: int) -> dict[str, float | str]:
-    command = [sys.executable, __file__, "--family", family, "--case", case]
-    command += ["--rows", str(rows), "--repeats", str(repeats)]
+def run_case(args: argparse.Namespace, family: str, case: str, rows: int) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--family", family, "--case", case, "--rows", str(rows)]
+    for option in ("repeats", "vocab", "hidden", "device"):
+        command += [f"--{option}", str(getattr(args, option))]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
-    parsed: dict[str, float | str] = json.loads(result.stdout.strip().splitlines()[-1])
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return parsed
+
+
+def describe(result: dict[str, Any], base: dict[str, Any]) -> str:
+    """One case's line: time, speed against torch, peak memory, loss against torch's."""
+    if "error" in result:
+        return str(result["error"])
+    text = f"{result['median_s'] * 1e3:8.1f} ms"
+    if "median_s" in base:
+        text += f" ({base['median_s'] / result['median_s']:4.2f}x torch's speed)"
+    if result["extra_peak_bytes"] is not None:
+        text += f", extra peak {result['extra_peak_bytes'] / 2**30:6.2f} GiB"
+    text += f", loss {result['loss']:.6g}"
+    if "loss" in base and base["loss"] != 0:
+        text += f" (rel. diff. from torch {abs(result['loss'] / base['loss'] - 1):.1e})"
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[8192, 1024])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--vocab", type=int, default=128256)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--family", choices=sorted(FAMILIES))
     parser.add_argument("--case")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: skipped")
         return
     if args.family:
-        child(args.family, args.case, args.rows[0], args.repeats)
+        child(args)
         return
-    print(f"device: {torch.cuda.get_device_name()}, bfloat16, V={VOCAB}, H={HIDDEN}")
-    if not HAS_LIGER:
-        print("liger-kernel is not installed: its cases are skipped")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"device: {name}, bfloat16, V={args.vocab}, H={args.hidden}")
+    # Liger-Kernel's kernels are Triton GPU kernels: its cases run on CUDA only.
+    with_liger = HAS_LIGER and args.device == "cuda"
+    if not with_liger:
+        print("liger-kernel is not installed or the device is not CUDA: its cases are skipped")
     for family, (_, cases) in FAMILIES.items():
         for rows in args.rows:
             results = {
-                case: run_case(family, case, rows, args.repeats)
+                case: run_case(args, family, case, rows)
                 for case in cases
-                if case != "liger" or HAS_LIGER
+                if case != "liger" or with_liger
             }
-            base = results["torch"]
             for case, result in results.items():
-                if "error" in result:
-                    print(f"{family:>9} BT={rows:5d} {case:>6}: {result['error']}")
-                    continue
-                time_ratio = ""
-                if "median_s" in base:
-                    time_ratio = f" ({float(base['median_s']) / float(result['median_s']):4.2f}x torch's speed)"
-                print(
-                    f"{family:>9} BT={rows:5d} {case:>6}: {float(result['median_s']) * 1e3:8.1f} ms"
-                    f"{time_ratio}, extra peak {float(result['extra_peak_bytes']) / 2**30:6.2f} GiB"
-                )
+                print(f"{family:>9} BT={rows:5d} {case:>6}: {describe(result, results['torch'])}")
 
 
 if __name__ == "__main__":
