@@ -44,13 +44,11 @@ KLDIV_INLINE uint32_t kl_float_to_bits(float value) {
     return bits;
 }
 
-/* e^x: x = n ln 2 + r with |r| <= ln(2)/2, e^r by a degree-7 polynomial, 2^n by exponent bits
- * (as 2^(n-1) * 2, so that n = 128 just below the overflow threshold stays finite). */
-KLDIV_INLINE float kl_expf(float x) {
+/* e^x for x already clamped to [-86, log FLT_MAX]: x = n ln 2 + r with |r| <= ln(2)/2, e^r by
+ * a degree-7 polynomial, 2^n by exponent bits (as 2^(n-1) * 2, so that n = 128 just below the
+ * overflow threshold stays finite). */
+KLDIV_INLINE float kl_exp_clamped(float clamped) {
     const float round_shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float lowest = -86.0f, highest = 88.7228391f; /* log FLT_MAX */
-    float clamped = x < lowest ? lowest : x;
-    clamped = clamped > highest ? highest : clamped;
     float shifted = clamped * 1.44269504088896341f + round_shift;
     float n = shifted - round_shift;
     int32_t exponent = (int32_t)(kl_float_to_bits(shifted) - kl_float_to_bits(round_shift));
@@ -64,18 +62,34 @@ KLDIV_INLINE float kl_expf(float x) {
     poly = poly * r + 1.6666665459e-1f;
     poly = poly * r + 5.0000001201e-1f;
     float e_r = poly * r2 + r + 1.0f;
-    float result = e_r * kl_bits_to_float((uint32_t)(exponent + 126) << 23) * 2.0f;
-    result = x < lowest ? 0.0f : result;
-    result = x > highest ? (float)INFINITY : result;
+    return e_r * kl_bits_to_float((uint32_t)(exponent + 126) << 23) * 2.0f;
+}
+
+#define KL_EXP_LOWEST (-86.0f)
+#define KL_EXP_HIGHEST 88.7228391f /* log FLT_MAX */
+
+/* e^x, with e^-inf = 0, e^inf = inf and NaN kept. */
+KLDIV_INLINE float kl_expf(float x) {
+    float clamped = x < KL_EXP_LOWEST ? KL_EXP_LOWEST : x;
+    clamped = clamped > KL_EXP_HIGHEST ? KL_EXP_HIGHEST : clamped;
+    float result = kl_exp_clamped(clamped);
+    result = x < KL_EXP_LOWEST ? 0.0f : result;
+    result = x > KL_EXP_HIGHEST ? (float)INFINITY : result;
     return x != x ? x : result;
 }
 
-/* log x: x = m 2^e with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in m - 1. */
-KLDIV_INLINE float kl_logf(float x) {
-    int subnormal = x < 1.17549435e-38f;
-    float scaled = x * (subnormal ? 8388608.0f : 1.0f); /* 2^23 brings subnormals to normal range */
-    uint32_t bits = kl_float_to_bits(scaled);
-    int32_t e = (int32_t)(bits >> 23) - 126 - (subnormal ? 23 : 0);
+/* e^x for finite x <= 0 (x - max x), without the branches for NaN, inf and overflow; the same
+ * results as kl_expf there. */
+KLDIV_INLINE float kl_expf_nonpositive(float x) {
+    float result = kl_exp_clamped(x < KL_EXP_LOWEST ? KL_EXP_LOWEST : x);
+    return x < KL_EXP_LOWEST ? 0.0f : result;
+}
+
+/* log of a positive normal float whose binary exponent is to be lowered by `shift`: x = m 2^e
+ * with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in m - 1. */
+KLDIV_INLINE float kl_log_shifted(float x, int32_t shift) {
+    uint32_t bits = kl_float_to_bits(x);
+    int32_t e = (int32_t)(bits >> 23) - 126 - shift;
     float m = kl_bits_to_float((bits & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
     int small = m < 0.707106781186547524f;
     e -= small;
@@ -94,12 +108,22 @@ KLDIV_INLINE float kl_logf(float x) {
     float y = poly * f * z;
     y += fe * -2.12194440e-4f;
     y += -0.5f * z;
-    float result = f + y + fe * 0.693359375f;
+    return f + y + fe * 0.693359375f;
+}
+
+/* log x, with log 0 = -inf, log x<0 = NaN, log inf = inf and NaN kept. */
+KLDIV_INLINE float kl_logf(float x) {
+    int subnormal = x < 1.17549435e-38f;
+    /* 2^23 brings subnormals to the normal range. */
+    float result = kl_log_shifted(x * (subnormal ? 8388608.0f : 1.0f), subnormal ? 23 : 0);
     result = x == 0.0f ? -(float)INFINITY : result;
     result = x < 0.0f ? (float)NAN : result;
     result = x == (float)INFINITY ? x : result;
     return x != x ? x : result;
 }
+
+/* log x for normal finite x > 0, without kl_logf's branches; the same results there. */
+KLDIV_INLINE float kl_logf_normal(float x) { return kl_log_shifted(x, 0); }
 
 /* IEEE binary16 to float32, exact for every value (subnormals, infinities, NaN payloads). */
 KLDIV_INLINE float kl_half_to_float(uint16_t half) {

@@ -84,54 +84,6 @@ __attribute__((target("avx2,f16c"))) static float widen_half_f16c(const uint16_t
 }
 #endif
 
-/* e^x for finite x <= 0, as kl_expf without the branches for NaN, inf and overflow that
- * x - max x cannot need (the same polynomial and results, including the flush below e^-86). */
-KLDIV_INLINE float exp_nonpositive(float x) {
-    const float round_shift = 12582912.0f, lowest = -86.0f;
-    float clamped = x < lowest ? lowest : x;
-    float shifted = clamped * 1.44269504088896341f + round_shift;
-    float n = shifted - round_shift;
-    int32_t exponent = (int32_t)(kl_float_to_bits(shifted) - kl_float_to_bits(round_shift));
-    float r = clamped - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
-    float r2 = r * r;
-    float poly = 1.9875691500e-4f;
-    poly = poly * r + 1.3981999507e-3f;
-    poly = poly * r + 8.3334519073e-3f;
-    poly = poly * r + 4.1665795894e-2f;
-    poly = poly * r + 1.6666665459e-1f;
-    poly = poly * r + 5.0000001201e-1f;
-    float e_r = poly * r2 + r + 1.0f;
-    float result = e_r * kl_bits_to_float((uint32_t)(exponent + 126) << 23) * 2.0f;
-    return x < lowest ? 0.0f : result;
-}
-
-/* log x for normal finite x > 0, as kl_logf without its branches for 0, subnormals, negative
- * numbers, inf and NaN (the same polynomial and results). */
-KLDIV_INLINE float log_normal(float x) {
-    uint32_t bits = kl_float_to_bits(x);
-    int32_t e = (int32_t)(bits >> 23) - 126;
-    float m = kl_bits_to_float((bits & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
-    int small = m < 0.707106781186547524f;
-    e -= small;
-    float f = m * (small ? 2.0f : 1.0f) - 1.0f;
-    float z = f * f;
-    float poly = 7.0376836292e-2f;
-    poly = poly * f - 1.1514610310e-1f;
-    poly = poly * f + 1.1676998740e-1f;
-    poly = poly * f - 1.2420140846e-1f;
-    poly = poly * f + 1.4249322787e-1f;
-    poly = poly * f - 1.6668057665e-1f;
-    poly = poly * f + 2.0000714765e-1f;
-    poly = poly * f - 2.4999993993e-1f;
-    poly = poly * f + 3.3333331174e-1f;
-    float fe = (float)e;
-    float y = poly * f * z;
-    y += fe * -2.12194440e-4f;
-    y += -0.5f * z;
-    return f + y + fe * 0.693359375f;
-}
-
 /* Widen a row into `out` (float32 rows are read in place: `out` may be NULL for them); return
  * the float32 row, its maximum and whether any entry is inf or NaN. */
 KLDIV_INLINE const float *row_widen(const void *row, Py_ssize_t n, int dtype,
@@ -200,7 +152,7 @@ KLDIV_INLINE double row_exp(const float *restrict x, Py_ssize_t n, float top,
         Py_ssize_t stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j) {
-                float e = exp_nonpositive(x[i + j] - top);
+                float e = kl_expf_nonpositive(x[i + j] - top);
                 out[i + j] = e;
                 block[j] += e;
             }
@@ -209,7 +161,7 @@ KLDIV_INLINE double row_exp(const float *restrict x, Py_ssize_t n, float top,
     }
     double sum = 0.0;
     for (; i < n; ++i) {
-        float e = exp_nonpositive(x[i] - top);
+        float e = kl_expf_nonpositive(x[i] - top);
         out[i] = e;
         sum += e;
     }
@@ -230,7 +182,7 @@ KLDIV_INLINE void pass3_entry(float xa, float xb, float ea, float eb, const stru
     float p = ea * c->inverse_a, q = eb * c->inverse_b;
     /* Where p + q is 0 or subnormal, both terms are below 1e-38: FLT_MIN keeps them finite. */
     float m = p + q;
-    float log_m = log_normal(m > FLT_MIN ? m : FLT_MIN);
+    float log_m = kl_logf_normal(m > FLT_MIN ? m : FLT_MIN);
     *kl += p * d;
     *reverse += q * d;
     /* The entry's share of the JSD, (p + q) h(d) / 4 with h(d) = g(tanh(d / 2)) and
