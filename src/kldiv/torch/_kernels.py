@@ -132,10 +132,15 @@ def _times_prob(values: Tensor, probs: Tensor) -> Tensor:
     return values.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
 
 
-def _nan_witness(x: Tensor, t: Tensor) -> Tensor:
-    """Return a per-row 0, or NaN where a row of ``x`` or ``t`` holds a NaN."""
-    has_nan = torch.isnan(x).any(dim=-1) | torch.isnan(t).any(dim=-1)
-    return torch.where(has_nan, math.nan, 0.0)
+def _nan_witness(z: Tensor, side: Side) -> Tensor:
+    """Return a per-row 0, or NaN where a row of ``z`` is no distribution to work with.
+
+    A NaN or +inf logit, or a row of -inf logits, makes the whole softmax row NaN, so the
+    first column of a normalized side carries it at no cost; otherwise a NaN entry of ``z``.
+    """
+    if side.normalized:
+        return side.probs[:, 0] * 0.0
+    return torch.where(torch.isnan(z).any(dim=-1), math.nan, 0.0)
 
 
 def _to_input(g: Tensor, side: Side, temperature: float, g_sum: Tensor | None) -> Tensor:
@@ -191,17 +196,14 @@ def chunk_divergence(
     tau = spec.temperature
     q = side_from(x, spec.input_kind, tau, block=workspace, logs=LOG_Q, probs=q_buf)
     p = side_from(t, spec.target_kind, tau, block=workspace, logs=LOG_P, probs=PROB_P)
+    # Taken before q's probabilities, which may live in grad_input, are overwritten.
+    witness = _nan_witness(x, q) + _nan_witness(t, p)
     if spec.name == "forward":
-        rows = _forward(q, p, spec, workspace, grad_input, grad_target)
+        rows = _forward(q, p, spec, workspace, grad_input, grad_target) + witness
     elif spec.name == "reverse":
-        rows = _reverse(q, p, spec, workspace[SCRATCH], grad_input, grad_target)
+        rows = _reverse(q, p, spec, workspace[SCRATCH], grad_input, grad_target, witness)
     else:
-        rows = _jsd(q, p, spec, workspace[SCRATCH], grad_input, grad_target)
-    if q.normalized and p.normalized and spec.name == "forward":
-        # softmax(x) − p is finite, so its first column carries a NaN row at no cost.
-        rows = rows + grad_input[:, 0].to(rows.dtype) * 0.0
-    else:
-        rows = rows + _nan_witness(x, t)
+        rows = _jsd(q, p, spec, workspace[SCRATCH], grad_input, grad_target, witness)
     if grad_scale is not None:
         grad_input.mul_(grad_scale)
         if grad_target is not None:
@@ -298,9 +300,16 @@ def _forward(
 
 
 def _reverse(
-    q: Side, p: Side, spec: Divergence, scratch: Tensor, gx: Tensor, gt: Tensor | None
+    q: Side,
+    p: Side,
+    spec: Divergence,
+    scratch: Tensor,
+    gx: Tensor,
+    gt: Tensor | None,
+    witness: Tensor,
 ) -> Tensor:
-    rows = _times_prob(_log_ratio(q, p, scratch), q.probs).sum(dim=-1)
+    # The witness makes a NaN row's sum, and through it the row's gradient, NaN.
+    rows = _times_prob(_log_ratio(q, p, scratch), q.probs).sum(dim=-1) + witness
     if gt is not None:
         if spec.target_kind == "probs":
             value = torch.where(q.probs > 0, -q.probs / p.probs, 0.0)
@@ -318,14 +327,22 @@ def _reverse(
 
 
 def _jsd(
-    q: Side, p: Side, spec: Divergence, scratch: Tensor, gx: Tensor, gt: Tensor | None
+    q: Side,
+    p: Side,
+    spec: Divergence,
+    scratch: Tensor,
+    gx: Tensor,
+    gt: Tensor | None,
+    witness: Tensor,
 ) -> Tensor:
     beta = spec.beta
     log_q, log_p = q.log_probs, p.log_probs
     log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
     g_p = _times_prob(log_p - log_m, p.probs).mul_(beta)
     g_q = _times_prob(torch.sub(log_q, log_m, out=scratch), q.probs).mul_(1.0 - beta)
-    sum_p, sum_q = g_p.sum(dim=-1, keepdim=True), g_q.sum(dim=-1, keepdim=True)
+    # The witness makes a NaN row's sums, and through them the row's gradients, NaN.
+    nan_row = witness.unsqueeze(-1)
+    sum_p, sum_q = g_p.sum(dim=-1, keepdim=True) + nan_row, g_q.sum(dim=-1, keepdim=True) + nan_row
     if gt is not None:
         if spec.target_kind == "probs":
             value = torch.where(p.probs > 0, (log_p - log_m).mul_(beta), 0.0)
