@@ -1,18 +1,26 @@
-/* The forward KL divergence KL(P||Q) between two sets of logits, value and gradient in one
- * pass over each row: the CPU kernel behind kldiv.torch's KLDivLoss(input_kind="logits",
- * target_kind="logits") when the target needs no gradient.
+/* Divergences between two sets of logits, value and gradient with respect to the student in
+ * one pass over each row: the CPU kernel behind kldiv.torch's KLDivLoss (both directions) and
+ * JSDLoss between logits when the target needs no gradient.
  *
- * With a = x/tau (student) and b = t/tau (teacher), q = softmax(a), p = softmax(b):
+ * With a = x/tau (student) and b = t/tau (teacher), q = softmax(a), p = softmax(b), and terms
+ * with a zero weight counted as 0 (0 log 0 = 0):
  *
- *     D_row = sum_v p_v ((b_v - a_v) - (lse(b) - lse(a)))       (0 where p_v = 0)
- *     dD_row/dx = (q - p) * scale_row / tau
+ *     forward  KL(P||Q):  D = sum p (log p - log q),  dD/dx = (q - p) * scale / tau
+ *     reverse  KL(Q||P):  D = sum q r,   r = log q - log p,   dD/dx = q (r - D) * scale / tau
+ *     JSD_beta:           D = beta sum p (log p - log m) + (1 - beta) sum q r,  r = log q - log m,
+ *                         dD/dx = (1 - beta) q (r - sum q r) * scale / tau
  *
- * Each row takes three sweeps: the two maxima; exp(a - max a) into the gradient row and
- * exp(b - max b) into a scratch row, with their sums; then the normalized difference and the
- * divergence terms. Only the first sweep reads memory: a row of both inputs and of the gradient
- * (128 KiB each at vocab 32000) stays in the core's L2 cache for the other two. Sums are kept
- * in float per lane over short runs and then in double, so that a row of 10^5 terms loses no
- * more than torch's float32 reduction does.
+ * where log m = logaddexp(log beta + log p, log(1 - beta) + log q), the log of the mixture
+ * M = beta P + (1 - beta) Q, finite wherever p or q is positive.
+ *
+ * Each row takes three or four sweeps: the two maxima; exp(a - max a) into the gradient row and
+ * exp(b - max b) into a scratch row, with their sums; then for the forward KL the normalized
+ * difference and the divergence terms, and for the other two the terms q r and q into the two
+ * rows, and, once their sum is known, the gradient. Only the first sweep reads memory: a row of
+ * both inputs and of the gradient (128 KiB each at vocab 32000) stays in the core's L2 cache
+ * for the others. Sums are kept in float per lane over short runs and then in double, so that a
+ * row of 10^5 terms loses no more than torch's float32 reduction does. A row with a NaN or +inf
+ * logit, or with every logit -inf, has a NaN divergence and an all-NaN gradient.
  *
  * The gradient is written here for the first time, by the thread that owns its rows, so the
  * page faults of a fresh buffer are taken by all threads at once; a large gradient is also
@@ -58,7 +66,10 @@ KLDIV_INLINE uint16_t kl_float_to_half(float value) {
 #endif
 }
 
-struct forward_job {
+/* Which divergence a job computes, as the Python side passes it. */
+enum divergence { FORWARD = 0, REVERSE = 1, JSD = 2 };
+
+struct logits_job {
     const char *input, *target; /* (rows, vocab) logits of `dtype` */
     char *grad;                 /* (rows, vocab) of `dtype`, written */
     float *out;                 /* (rows,) divergences, written */
@@ -66,7 +77,9 @@ struct forward_job {
     const float *scale;         /* (rows,) gradient factors, or NULL for 1 */
     Py_ssize_t vocab;
     int dtype;
+    int divergence;
     float inv_temperature;
+    double beta; /* JSD: the teacher's weight in the mixture, in (0, 1); 0 otherwise */
     int failed; /* set when a thread could not allocate its scratch rows */
 };
 
@@ -133,31 +146,136 @@ static void row_exponentials(const float *restrict x, const float *restrict t,
     *sum_p = rp;
 }
 
-/* g = (eq/S_q - ep/S_p) * factor written over eq; returns the float sum of the terms
- * p ((b - a) - shift) over n <= RUN entries, 0 where p = 0. */
+/* What the sweeps after the exponentials need to know about a row. */
+struct row_constants {
+    float inv_temperature;
+    float max_a, max_b;         /* maxima of a and b */
+    float inv_sum_q, inv_sum_p; /* 1 / sum exp(a - max a), 1 / sum exp(b - max b) */
+    float log_sum_q, log_sum_p; /* their logs: log q = (a - max a) - log_sum_q */
+    float shift;                /* lse(b) - lse(a), which every log p - log q shares */
+    float log_beta, log_beta_complement; /* JSD: log beta, log(1 - beta) */
+};
+
+/* Forward KL: g = (eq/S_q - ep/S_p) * factor written over eq; returns the float sum of the
+ * terms p ((b - a) - shift) over n <= RUN entries, 0 where p = 0. */
 KLDIV_TARGETS
-static float row_gradient(const float *restrict x, const float *restrict t, float *restrict eq,
-                          const float *restrict ep, Py_ssize_t n, float inv_temperature,
-                          float inv_sum_q, float inv_sum_p, float shift, float factor) {
+static float row_forward(const float *restrict x, const float *restrict t, float *restrict eq,
+                         const float *restrict ep, Py_ssize_t n,
+                         const struct row_constants *row, float factor) {
+    const float tau_inv = row->inv_temperature, shift = row->shift;
+    const float inv_sum_q = row->inv_sum_q, inv_sum_p = row->inv_sum_p;
     float terms[LANES] = {0};
     Py_ssize_t i = 0;
     for (; i + LANES <= n; i += LANES) {
         for (int l = 0; l < LANES; ++l) {
             float q = eq[i + l] * inv_sum_q, p = ep[i + l] * inv_sum_p;
-            float ratio = (t[i + l] - x[i + l]) * inv_temperature - shift;
+            float ratio = (t[i + l] - x[i + l]) * tau_inv - shift;
             eq[i + l] = (q - p) * factor;
             terms[l] += p > 0.0f ? p * ratio : 0.0f;
         }
     }
     for (; i < n; ++i) {
         float q = eq[i] * inv_sum_q, p = ep[i] * inv_sum_p;
-        float ratio = (t[i] - x[i]) * inv_temperature - shift;
+        float ratio = (t[i] - x[i]) * tau_inv - shift;
         eq[i] = (q - p) * factor;
         terms[0] += p > 0.0f ? p * ratio : 0.0f;
     }
     float total = 0.0f;
     for (int l = 0; l < LANES; ++l) total += terms[l];
     return total;
+}
+
+/* Reverse KL over n <= RUN entries: eq becomes q r (0 where q = 0) with r = log q - log p,
+ * ep becomes q; returns the float sum of q r. */
+KLDIV_TARGETS
+static float row_reverse(const float *restrict x, const float *restrict t, float *restrict eq,
+                         float *restrict ep, Py_ssize_t n, const struct row_constants *row) {
+    const float tau_inv = row->inv_temperature, shift = row->shift;
+    const float inv_sum_q = row->inv_sum_q;
+    float terms[LANES] = {0};
+    Py_ssize_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; ++l) {
+            float q = eq[i + l] * inv_sum_q;
+            float term = q > 0.0f ? q * ((x[i + l] - t[i + l]) * tau_inv + shift) : 0.0f;
+            eq[i + l] = term;
+            ep[i + l] = q;
+            terms[l] += term;
+        }
+    }
+    for (; i < n; ++i) {
+        float q = eq[i] * inv_sum_q;
+        float term = q > 0.0f ? q * ((x[i] - t[i]) * tau_inv + shift) : 0.0f;
+        eq[i] = term;
+        ep[i] = q;
+        terms[0] += term;
+    }
+    float total = 0.0f;
+    for (int l = 0; l < LANES; ++l) total += terms[l];
+    return total;
+}
+
+/* log(exp(u) + exp(v)) as max + log1p(exp(-|u - v|)); log1p(e) = log(1 + e) e / ((1 + e) - 1)
+ * keeps a small e's digits (Goldberg's correction). NaN where both are -inf. */
+KLDIV_INLINE float kl_logaddexp(float u, float v) {
+    float high = u > v ? u : v, low = u > v ? v : u;
+    float e = kl_expf(low - high);
+    float w = 1.0f + e;
+    float log1p = w == 1.0f ? e : kl_logf(w) * (e / (w - 1.0f));
+    return high + log1p;
+}
+
+/* JSD over n <= RUN entries: eq becomes q r (0 where q = 0) with r = log q - log m, ep
+ * becomes q; the float sums of q r and of p (log p - log m) (0 where p = 0). */
+KLDIV_TARGETS
+static void row_jsd(const float *restrict x, const float *restrict t, float *restrict eq,
+                    float *restrict ep, Py_ssize_t n, const struct row_constants *row,
+                    float *sum_q_terms, float *sum_p_terms) {
+    const float tau_inv = row->inv_temperature, max_a = row->max_a, max_b = row->max_b;
+    const float inv_sum_q = row->inv_sum_q, inv_sum_p = row->inv_sum_p;
+    const float log_sum_q = row->log_sum_q, log_sum_p = row->log_sum_p;
+    const float log_beta = row->log_beta, log_complement = row->log_beta_complement;
+    float terms_q[LANES] = {0}, terms_p[LANES] = {0};
+    Py_ssize_t i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        for (int l = 0; l < LANES; ++l) {
+            float q = eq[i + l] * inv_sum_q, p = ep[i + l] * inv_sum_p;
+            float log_q = (x[i + l] * tau_inv - max_a) - log_sum_q;
+            float log_p = (t[i + l] * tau_inv - max_b) - log_sum_p;
+            float log_m = kl_logaddexp(log_p + log_beta, log_q + log_complement);
+            float term = q > 0.0f ? q * (log_q - log_m) : 0.0f;
+            eq[i + l] = term;
+            ep[i + l] = q;
+            terms_q[l] += term;
+            terms_p[l] += p > 0.0f ? p * (log_p - log_m) : 0.0f;
+        }
+    }
+    for (; i < n; ++i) {
+        float q = eq[i] * inv_sum_q, p = ep[i] * inv_sum_p;
+        float log_q = (x[i] * tau_inv - max_a) - log_sum_q;
+        float log_p = (t[i] * tau_inv - max_b) - log_sum_p;
+        float log_m = kl_logaddexp(log_p + log_beta, log_q + log_complement);
+        float term = q > 0.0f ? q * (log_q - log_m) : 0.0f;
+        eq[i] = term;
+        ep[i] = q;
+        terms_q[0] += term;
+        terms_p[0] += p > 0.0f ? p * (log_p - log_m) : 0.0f;
+    }
+    float total_q = 0.0f, total_p = 0.0f;
+    for (int l = 0; l < LANES; ++l) {
+        total_q += terms_q[l];
+        total_p += terms_p[l];
+    }
+    *sum_q_terms = total_q;
+    *sum_p_terms = total_p;
+}
+
+/* The gradient of the reverse KL and the JSD through the softmax, over eq = q r and ep = q:
+ * (weight q r - q total) * factor, total = weight sum q r. */
+KLDIV_TARGETS
+static void row_softmax_gradient(float *restrict eq, const float *restrict ep, Py_ssize_t n,
+                                 float weight, float total, float factor) {
+    for (Py_ssize_t i = 0; i < n; ++i) eq[i] = (weight * eq[i] - ep[i] * total) * factor;
 }
 
 KLDIV_TARGETS
@@ -171,36 +289,70 @@ static void narrow_row(char *restrict target, const float *restrict source, Py_s
     }
 }
 
-static float forward_row(const struct forward_job *job, const float *x, const float *t,
-                         float *eq, float *ep, float factor) {
+/* The length of the run of at most RUN entries that starts at `start` of a row of n. */
+KLDIV_INLINE Py_ssize_t run_length(Py_ssize_t n, Py_ssize_t start) {
+    return n - start < RUN ? n - start : RUN;
+}
+
+static float divergence_row(const struct logits_job *job, const float *x, const float *t,
+                            float *eq, float *ep, float factor) {
     Py_ssize_t n = job->vocab;
-    float tau_inv = job->inv_temperature;
-    float max_a, max_b;
-    row_maxima(x, t, n, tau_inv, &max_a, &max_b);
+    struct row_constants row = {.inv_temperature = job->inv_temperature};
+    row_maxima(x, t, n, row.inv_temperature, &row.max_a, &row.max_b);
     double sum_q = 0.0, sum_p = 0.0;
     for (Py_ssize_t start = 0; start < n; start += RUN) {
-        Py_ssize_t m = n - start < RUN ? n - start : RUN;
+        Py_ssize_t m = run_length(n, start);
         float run_q, run_p;
-        row_exponentials(x + start, t + start, eq + start, ep + start, m, tau_inv, max_a, max_b,
-                         &run_q, &run_p);
+        row_exponentials(x + start, t + start, eq + start, ep + start, m, row.inv_temperature,
+                         row.max_a, row.max_b, &run_q, &run_p);
         sum_q += run_q;
         sum_p += run_p;
     }
-    /* lse(b) - lse(a): the log-normalizers' difference, which every log-ratio shares. */
-    double shift = ((double)max_b + log(sum_p)) - ((double)max_a + log(sum_q));
-    float inv_q = (float)(1.0 / sum_q), inv_p = (float)(1.0 / sum_p);
+    double log_sum_q = log(sum_q), log_sum_p = log(sum_p);
+    row.shift = (float)(((double)row.max_b + log_sum_p) - ((double)row.max_a + log_sum_q));
+    row.inv_sum_q = (float)(1.0 / sum_q);
+    row.inv_sum_p = (float)(1.0 / sum_p);
+    row.log_sum_q = (float)log_sum_q;
+    row.log_sum_p = (float)log_sum_p;
+    /* A NaN or +inf logit, or a row of -inf, makes a sum NaN, and then every q or p: the tests
+     * q > 0 and p > 0 would drop those terms, so the row is made NaN here. */
+    int nan_row = sum_p != sum_p || sum_q != sum_q;
     double divergence = 0.0;
-    for (Py_ssize_t start = 0; start < n; start += RUN) {
-        Py_ssize_t m = n - start < RUN ? n - start : RUN;
-        divergence += row_gradient(x + start, t + start, eq + start, ep + start, m, tau_inv,
-                                   inv_q, inv_p, (float)shift, factor);
+    if (job->divergence == FORWARD) {
+        for (Py_ssize_t start = 0; start < n; start += RUN) {
+            divergence += row_forward(x + start, t + start, eq + start, ep + start,
+                                      run_length(n, start), &row, factor);
+        }
+        return nan_row ? (float)NAN : (float)divergence;
     }
-    /* A NaN in the target makes every p NaN, which the p > 0 test would drop. */
-    return sum_p != sum_p || sum_q != sum_q ? (float)NAN : (float)divergence;
+    /* weight: 1 - beta, the student's weight in the JSD, and 1 for the reverse KL. */
+    double weight = 1.0, sum_q_terms = 0.0, sum_p_terms = 0.0;
+    if (job->divergence == REVERSE) {
+        for (Py_ssize_t start = 0; start < n; start += RUN) {
+            sum_q_terms += row_reverse(x + start, t + start, eq + start, ep + start,
+                                       run_length(n, start), &row);
+        }
+    } else {
+        weight = 1.0 - job->beta;
+        row.log_beta = (float)log(job->beta);
+        row.log_beta_complement = (float)log1p(-job->beta);
+        for (Py_ssize_t start = 0; start < n; start += RUN) {
+            float run_q, run_p;
+            row_jsd(x + start, t + start, eq + start, ep + start, run_length(n, start), &row,
+                    &run_q, &run_p);
+            sum_q_terms += run_q;
+            sum_p_terms += run_p;
+        }
+    }
+    /* The sum of the student's terms through the softmax Jacobian, and the row's value. */
+    double total = nan_row ? NAN : weight * sum_q_terms;
+    divergence = total + job->beta * sum_p_terms;
+    row_softmax_gradient(eq, ep, n, (float)weight, (float)total, factor);
+    return (float)divergence;
 }
 
-static void forward_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
-    struct forward_job *job = (struct forward_job *)context;
+static void logits_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
+    struct logits_job *job = (struct logits_job *)context;
     Py_ssize_t n = job->vocab, item = kl_dtype_size(job->dtype);
     int wide = job->dtype != KL_FLOAT32;
     /* ep, and for half-precision inputs the widened rows and the float gradient row. */
@@ -220,13 +372,13 @@ static void forward_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
         const char *input = job->input + r * n * item, *target = job->target + r * n * item;
         float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
         if (!wide) {
-            job->out[r] = forward_row(job, (const float *)input, (const float *)target,
-                                      (float *)grad, ep, factor);
+            job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
+                                         (float *)grad, ep, factor);
         } else {
             float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
             kl_widen(x, input, n, job->dtype);
             kl_widen(t, target, n, job->dtype);
-            job->out[r] = forward_row(job, x, t, eq, ep, factor);
+            job->out[r] = divergence_row(job, x, t, eq, ep, factor);
             narrow_row(grad, eq, n, job->dtype);
         }
     }
@@ -247,39 +399,60 @@ static void advise_huge_pages(char *start, Py_ssize_t bytes) {
 #endif
 }
 
-static PyObject *forward_kl_logits(PyObject *self, PyObject *args) {
+static PyObject *logits_divergence(PyObject *self, PyObject *args) {
     Py_ssize_t input, target, grad, out, mask, scale, rows, vocab;
-    int dtype, threads, huge_pages;
-    double inv_temperature;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnidip", &input, &target, &grad, &out, &mask, &scale,
-                          &rows, &vocab, &dtype, &inv_temperature, &threads, &huge_pages))
+    int divergence, dtype, threads, huge_pages;
+    double beta, inv_temperature;
+    if (!PyArg_ParseTuple(args, "idnnnnnnnnidip", &divergence, &beta, &input, &target, &grad,
+                          &out, &mask, &scale, &rows, &vocab, &dtype, &inv_temperature,
+                          &threads, &huge_pages))
         return NULL;
+    if (divergence < FORWARD || divergence > JSD ||
+        (divergence == JSD && !(beta > 0.0 && beta < 1.0))) {
+        PyErr_Format(PyExc_ValueError,
+                     "logits_divergence needs divergence 0 (forward KL), 1 (reverse KL) or "
+                     "2 (JSD) with 0 < beta < 1, got divergence %d and beta %R",
+                     divergence, PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
     if (rows < 0 || vocab < 1 || dtype < KL_FLOAT32 || dtype > KL_BFLOAT16 || input == 0 ||
         target == 0 || grad == 0 || out == 0) {
         PyErr_SetString(PyExc_ValueError,
-                        "forward_kl_logits needs rows >= 0, vocab >= 1, dtype 0 (float32), "
+                        "logits_divergence needs rows >= 0, vocab >= 1, dtype 0 (float32), "
                         "1 (float16) or 2 (bfloat16) and non-null input, target, grad, out");
         return NULL;
     }
-    struct forward_job job = {
-        (const char *)input, (const char *)target, (char *)grad, (float *)out,
-        (const uint8_t *)mask, (const float *)scale, vocab, dtype, (float)inv_temperature, 0};
+    struct logits_job job = {
+        .input = (const char *)input,
+        .target = (const char *)target,
+        .grad = (char *)grad,
+        .out = (float *)out,
+        .mask = (const uint8_t *)mask,
+        .scale = (const float *)scale,
+        .vocab = vocab,
+        .dtype = dtype,
+        .divergence = divergence,
+        .inv_temperature = (float)inv_temperature,
+        .beta = divergence == JSD ? beta : 0.0,
+    };
     Py_BEGIN_ALLOW_THREADS
     if (huge_pages) advise_huge_pages((char *)grad, rows * vocab * kl_dtype_size(dtype));
-    kl_parallel_for(threads, rows, forward_range, &job);
+    kl_parallel_for(threads, rows, logits_range, &job);
     Py_END_ALLOW_THREADS
     if (job.failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"forward_kl_logits", forward_kl_logits, METH_VARARGS,
-     "forward_kl_logits(input, target, grad, out, mask, scale, rows, vocab, dtype,\n"
-     "                  inv_temperature, threads, huge_pages)\n\n"
-     "KL(softmax(target/tau) || softmax(input/tau)) per row into out (float32), and its\n"
-     "gradient with respect to input, times scale[row] / tau, into grad. Arguments are data\n"
-     "pointers of contiguous buffers (mask: bool, scale: float32; 0 for none); dtype 0, 1, 2\n"
-     "is float32, float16, bfloat16 for input, target and grad alike."},
+    {"logits_divergence", logits_divergence, METH_VARARGS,
+     "logits_divergence(divergence, beta, input, target, grad, out, mask, scale, rows, vocab,\n"
+     "                  dtype, inv_temperature, threads, huge_pages)\n\n"
+     "With Q = softmax(input/tau) and P = softmax(target/tau), the divergence per row into out\n"
+     "(float32): KL(P || Q) for divergence 0, KL(Q || P) for 1, and for 2 the generalized JSD\n"
+     "beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, 0 < beta < 1 (beta\n"
+     "is ignored otherwise); its gradient with respect to input, times scale[row] / tau, into\n"
+     "grad. Arguments are data pointers of contiguous buffers (mask: bool, scale: float32; 0\n"
+     "for none); dtype 0, 1, 2 is float32, float16, bfloat16 for input, target and grad alike."},
     {NULL, NULL, 0, NULL},
 };
 

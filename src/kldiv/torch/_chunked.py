@@ -105,22 +105,25 @@ def _reference_rows(input: Tensor, target: Tensor, mask: Tensor | None, spec: Di
     return rows if mask is None else _safe(mask, rows)
 
 
-# Element types the compiled kernel reads and writes, by the code it takes for them.
+# Element types the compiled kernel reads and writes, and its divergences, by their codes there.
 _NATIVE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+_NATIVE_DIVERGENCES = {"forward": 0, "reverse": 1, "jsd": 2}
 
 
 def _native_divergence_and_gradient(
     input: Tensor, target: Tensor, mask: Tensor | None, scale: Tensor | None, spec: Divergence
 ) -> tuple[Tensor, Tensor] | None:
-    """Run the compiled KL(P‖Q)-from-logits kernel over all rows, or return None where it does not apply.
+    """Run the compiled kernel over all rows, or return None where it does not apply.
 
-    It applies to eager CPU calls with contiguous float32, float16 or bfloat16 logits on both
-    sides (of one dtype) and no target gradient; `torch.compile` traces the torch path, whose
-    operations it can see. Returns the ``(rows,)`` float32 divergences and the gradient with
-    respect to ``input``, already multiplied by ``scale`` (when given) and 1/τ.
+    It computes the forward KL, the reverse KL and the JSD between logits, and applies to eager
+    CPU calls with contiguous float32, float16 or bfloat16 logits on both sides (of one dtype)
+    and no target gradient; `torch.compile` traces the torch path, whose operations it can see.
+    Returns the ``(rows,)`` float32 divergences and the gradient with respect to ``input``,
+    already multiplied by ``scale`` (when given) and 1/τ.
     """
     if not (
-        spec.name == "forward"
+        spec.name in _NATIVE_DIVERGENCES
+        and (spec.name != "jsd" or 0.0 < spec.beta < 1.0)
         and spec.input_kind == spec.target_kind == "logits"
         and input.device.type == "cpu"
         and target.device.type == "cpu"
@@ -144,7 +147,9 @@ def _native_divergence_and_gradient(
     grad_input = torch.empty_like(input, memory_format=torch.contiguous_format)
     if rows == 0 or vocab == 0:
         return out.fill_(0.0), grad_input
-    kernels.forward_kl_logits(
+    kernels.logits_divergence(
+        _NATIVE_DIVERGENCES[spec.name],
+        spec.beta,
         input.data_ptr(),
         target.data_ptr(),
         grad_input.data_ptr(),
