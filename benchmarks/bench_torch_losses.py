@@ -1,11 +1,14 @@
-"""KLDivLoss from student and teacher logits, forward + backward, against plain torch.
+"""KLDivLoss or JSDLoss from student and teacher logits, forward + backward, against plain torch.
 
 Baseline: ``log_softmax`` of both sides + ``F.kl_div(log_target=True, reduction="batchmean")``
-+ backward. Times are medians of interleaved repetitions in this process; the extra peak memory
-of each case (above the inputs) is measured in a fresh subprocess, as the growth of its maximum
-resident set size across one forward + backward.
+(its arguments swapped for the reverse KL) + backward; for the JSD, TRL's formula (the mixture's
+log by ``logsumexp``, two ``F.kl_div``). Times are medians of interleaved repetitions in this
+process; the extra peak memory of each case (above the inputs) is measured in a fresh
+subprocess, as the growth of its maximum resident set size across one forward + backward.
 
-    python benchmarks/bench_torch_losses.py                   # 4096 x 32000 float32
+    python benchmarks/bench_torch_losses.py                   # KL(P||Q), 4096 x 32000 float32
+    python benchmarks/bench_torch_losses.py --direction reverse
+    python benchmarks/bench_torch_losses.py --loss jsd --beta 0.5
     python benchmarks/bench_torch_losses.py --rows 512 --vocab 4000 --repeats 3
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import subprocess
@@ -23,7 +27,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from kldiv.torch import KLDivLoss
+from kldiv.torch import JSDLoss, KLDivLoss
 
 
 def make_inputs(rows: int, vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,45 +37,60 @@ def make_inputs(rows: int, vocab: int, seed: int = 0) -> tuple[torch.Tensor, tor
     return student, teacher
 
 
-def baseline(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+def baseline(
+    student: torch.Tensor, teacher: torch.Tensor, setup: argparse.Namespace
+) -> torch.Tensor:
     log_q = F.log_softmax(student, dim=-1)
     log_p = F.log_softmax(teacher, dim=-1)
+    if setup.loss == "jsd":
+        beta = setup.beta
+        log_m = torch.logsumexp(torch.stack([log_q + math.log1p(-beta), log_p + math.log(beta)]), 0)
+        kl_teacher = F.kl_div(log_m, log_p, reduction="none", log_target=True)
+        kl_student = F.kl_div(log_m, log_q, reduction="none", log_target=True)
+        return (beta * kl_teacher + (1 - beta) * kl_student).sum() / student.shape[0]
+    if setup.direction == "reverse":
+        return F.kl_div(log_p, log_q, log_target=True, reduction="batchmean")
     return F.kl_div(log_q, log_p, log_target=True, reduction="batchmean")
 
 
-_KLDIV = KLDivLoss(input_kind="logits", target_kind="logits")
+def kldiv(student: torch.Tensor, teacher: torch.Tensor, setup: argparse.Namespace) -> torch.Tensor:
+    if setup.loss == "jsd":
+        loss: torch.nn.Module = JSDLoss(beta=setup.beta)  # "token_mean": batchmean here
+    else:
+        loss = KLDivLoss(input_kind="logits", target_kind="logits", direction=setup.direction)
+    return loss(student, teacher)
 
 
-def kldiv(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    return _KLDIV(student, teacher)
-
-
-CASES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+CASES: dict[str, Callable[[torch.Tensor, torch.Tensor, argparse.Namespace], torch.Tensor]] = {
     "torch": baseline,
     "kldiv": kldiv,
 }
 
 
-def step(case: str, student: torch.Tensor, teacher: torch.Tensor) -> float:
+def step(
+    case: str, student: torch.Tensor, teacher: torch.Tensor, setup: argparse.Namespace
+) -> float:
     student.grad = None
     start = time.perf_counter()
-    CASES[case](student, teacher).backward()
+    CASES[case](student, teacher, setup).backward()
     return time.perf_counter() - start
 
 
-def peak_in_child(case: str, rows: int, vocab: int) -> int:
+def peak_in_child(case: str, setup: argparse.Namespace) -> int:
     """Run one case in this script's own subprocess and return its extra peak bytes."""
-    command = [sys.executable, __file__, "--case", case, "--rows", str(rows), "--vocab", str(vocab)]
+    command = [sys.executable, __file__, "--case", case, "--rows", str(setup.rows)]
+    command += ["--vocab", str(setup.vocab), "--loss", setup.loss]
+    command += ["--direction", setup.direction, "--beta", str(setup.beta)]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return int(json.loads(result.stdout)["extra_peak_bytes"])
 
 
-def child(case: str, rows: int, vocab: int) -> None:
+def child(case: str, setup: argparse.Namespace) -> None:
     small_student, small_teacher = make_inputs(4, 64)
-    step(case, small_student, small_teacher)  # load kernels and allocator state first
-    student, teacher = make_inputs(rows, vocab)
+    step(case, small_student, small_teacher, setup)  # load kernels and allocator state first
+    student, teacher = make_inputs(setup.rows, setup.vocab)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(case, student, teacher)
+    step(case, student, teacher, setup)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
 
@@ -81,25 +100,29 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--loss", choices=["kl", "jsd"], default="kl")
+    parser.add_argument("--direction", choices=["forward", "reverse"], default="forward")
+    parser.add_argument("--beta", type=float, default=0.5, help="the JSD's β (--loss jsd)")
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.case:
-        child(args.case, args.rows, args.vocab)
+        child(args.case, args)
         return
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
-    peaks = {case: peak_in_child(case, args.rows, args.vocab) for case in CASES}
+    peaks = {case: peak_in_child(case, args) for case in CASES}
     student, teacher = make_inputs(args.rows, args.vocab)
     times: dict[str, list[float]] = {case: [] for case in CASES}
     for case in CASES:
-        step(case, student, teacher)
+        step(case, student, teacher, args)
     for _ in range(args.repeats):
         for case in CASES:
-            times[case].append(step(case, student, teacher))
+            times[case].append(step(case, student, teacher, args))
     gradient_bytes = args.rows * args.vocab * 4
-    print(f"KLDivLoss from logits, forward + backward, {args.rows} x {args.vocab} float32")
+    name = f"JSDLoss(beta={args.beta})" if args.loss == "jsd" else f"KLDivLoss({args.direction})"
+    print(f"{name} from logits, forward + backward, {args.rows} x {args.vocab} float32")
     print(f"torch threads: {torch.get_num_threads()}, repeats: {args.repeats}")
     base_time = statistics.median(times["torch"])
     for case in CASES:
