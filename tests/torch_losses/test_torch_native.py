@@ -19,8 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from kldiv import _native
-from kldiv.torch import JSDLoss, KLDivLoss, js_div, kl_div
-from kldiv.torch._chunked import _native_divergence_and_gradient
+from kldiv.torch import (
+    FusedLinearJSDLoss,
+    FusedLinearKLDivLoss,
+    JSDLoss,
+    KLDivLoss,
+    js_div,
+    kl_div,
+)
+from kldiv.torch._chunked import native_divergence_and_gradient
 from kldiv.torch._options import Divergence
 
 pytestmark = pytest.mark.skipif(_native.load("losses") is None, reason="compiled kernels not built")
@@ -79,6 +86,7 @@ class Case:
 
 
 FORWARD, REVERSE, JSD = Case("forward"), Case("reverse"), Case("jsd", 0.5)
+CODES = {"forward": 0, "reverse": 1, "jsd": 2}  # the kernel's divergence codes
 CASES = [FORWARD, REVERSE, JSD]
 
 
@@ -180,22 +188,22 @@ def _close(
 def test_native_kernel_applies_only_where_valid(case: Case) -> None:
     spec = case.spec
     x, t = _logits((4, 33), seed=0), _logits((4, 33), seed=1)
-    assert _native_divergence_and_gradient(x, t, None, None, spec) is not None
-    assert _native_divergence_and_gradient(x.T.contiguous().T, t, None, None, spec) is None
-    assert _native_divergence_and_gradient(x.double(), t.double(), None, None, spec) is None
-    assert _native_divergence_and_gradient(x, t.half(), None, None, spec) is None
+    assert native_divergence_and_gradient(x, t, None, None, spec) is not None
+    assert native_divergence_and_gradient(x.T.contiguous().T, t, None, None, spec) is None
+    assert native_divergence_and_gradient(x.double(), t.double(), None, None, spec) is None
+    assert native_divergence_and_gradient(x, t.half(), None, None, spec) is None
     for other in (
         Divergence(case.name, "logits", "log_probs", 1.0, case.beta),
         Divergence(case.name, "log_probs", "logits", 1.0, case.beta),
     ):
-        assert _native_divergence_and_gradient(x, t, None, None, other) is None
+        assert native_divergence_and_gradient(x, t, None, None, other) is None
 
 
 @pytest.mark.parametrize("beta", [0.0, 1.0])
 def test_jsd_spec_outside_the_open_interval_takes_the_torch_path(beta: float) -> None:
     spec = Divergence("jsd", "logits", "logits", 1.0, beta)
     x, t = _logits((4, 33), seed=0), _logits((4, 33), seed=1)
-    assert _native_divergence_and_gradient(x, t, None, None, spec) is None
+    assert native_divergence_and_gradient(x, t, None, None, spec) is None
 
 
 def test_kernel_rejects_an_unknown_divergence_or_beta() -> None:
@@ -213,7 +221,7 @@ def test_native_kernel_is_off_with_the_environment_switch(monkeypatch: pytest.Mo
     monkeypatch.setenv("KLDIV_NATIVE", "0")
     spec = Divergence("forward", "logits", "logits", 1.0)
     x, t = _logits((4, 33), seed=0), _logits((4, 33), seed=1)
-    assert _native_divergence_and_gradient(x, t, None, None, spec) is None
+    assert native_divergence_and_gradient(x, t, None, None, spec) is None
 
 
 def _spy_on_kernel(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:
@@ -577,3 +585,48 @@ def test_compiled_loss_takes_the_torch_path(case: Case, monkeypatch: pytest.Monk
     assert calls == []
     reference = _reference(student, teacher, case, reduction="batchmean", temperature=2.0)
     _close((value.detach(), x.grad), reference, **FLOAT32)
+
+
+@pytest.mark.parametrize("case", [FORWARD, REVERSE, JSD], ids=str)
+@pytest.mark.parametrize("teacher", ["linear", "logits"])
+def test_fused_linear_blocks_use_the_kernel(
+    case: Case, teacher: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each block of the fused-linear loss goes through the kernel, with the block's mask and
+    scale; values and the hidden, weight and bias gradients equal the torch block path's."""
+    generator = torch.Generator().manual_seed(5)
+    rows, hidden, vocab = 45, 16, 301
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator)
+
+    h, w, b = randn(rows, hidden), randn(vocab, hidden) / 4, randn(vocab)
+    th, tw = randn(rows, hidden), randn(vocab, hidden) / 4
+    labels = torch.randint(0, vocab, (rows,), generator=generator)
+    labels[::7] = -100
+    if case.name == "jsd":
+        module: torch.nn.Module = FusedLinearJSDLoss(beta=case.beta, temperature=1.5, chunk_size=8)
+    else:
+        module = FusedLinearKLDivLoss(
+            direction=case.name, temperature=1.5, reduction="token_mean", chunk_size=8
+        )
+    calls = _spy_on_kernel(monkeypatch)
+
+    def run(native: bool) -> tuple[torch.Tensor, ...]:
+        monkeypatch.setenv("KLDIV_NATIVE", "1" if native else "0")
+        student = [x.clone().requires_grad_() for x in (h, w, b)]
+        if teacher == "linear":
+            value = module(student[0], student[1], th, tw, labels, student_bias=student[2])
+        else:
+            value = module(
+                student[0], student[1], None, None, labels, student_bias=student[2],
+                teacher_logits=th @ tw.T,
+            )  # fmt: skip
+        (value * 0.7).backward()
+        return (value.detach(), *(x.grad for x in student if x.grad is not None))
+
+    native, fallback = run(True), run(False)
+    assert calls == [(CODES[case.name], case.beta)] * math.ceil(rows / 8)
+    assert len(native) == len(fallback) == 4
+    for ours, theirs in zip(native, fallback, strict=True):
+        torch.testing.assert_close(ours, theirs, **FLOAT32)

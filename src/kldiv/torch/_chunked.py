@@ -110,16 +110,23 @@ _NATIVE_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _NATIVE_DIVERGENCES = {"forward": 0, "reverse": 1, "jsd": 2}
 
 
-def _native_divergence_and_gradient(
-    input: Tensor, target: Tensor, mask: Tensor | None, scale: Tensor | None, spec: Divergence
+def native_divergence_and_gradient(
+    input: Tensor,
+    target: Tensor,
+    mask: Tensor | None,
+    scale: Tensor | None,
+    spec: Divergence,
+    grad_input: Tensor | None = None,
 ) -> tuple[Tensor, Tensor] | None:
     """Run the compiled kernel over all rows, or return None where it does not apply.
 
     It computes the forward KL, the reverse KL and the JSD between logits, and applies to eager
     CPU calls with contiguous float32, float16 or bfloat16 logits on both sides (of one dtype)
     and no target gradient; `torch.compile` traces the torch path, whose operations it can see.
-    Returns the ``(rows,)`` float32 divergences and the gradient with respect to ``input``,
-    already multiplied by ``scale`` (when given) and 1/τ.
+    Returns the ``(rows,)`` float32 divergences (0 where ``mask`` is False) and the gradient
+    with respect to ``input``, already multiplied by ``scale`` (when given) and 1/τ, written into
+    ``grad_input`` when given (a contiguous buffer of ``input``'s shape and dtype, reused across
+    calls), else into a fresh tensor.
     """
     if not (
         spec.name in _NATIVE_DIVERGENCES
@@ -137,6 +144,14 @@ def _native_divergence_and_gradient(
         and target.is_contiguous()
         and (mask is None or (mask.dtype == torch.bool and mask.is_contiguous()))
         and (scale is None or (scale.dtype == torch.float32 and scale.is_contiguous()))
+        and (
+            grad_input is None
+            or (
+                grad_input.dtype == input.dtype
+                and grad_input.shape == input.shape
+                and grad_input.is_contiguous()
+            )
+        )
     ):
         return None
     kernels = _native.load("losses")
@@ -144,7 +159,9 @@ def _native_divergence_and_gradient(
         return None
     rows, vocab = input.shape
     out = torch.empty(rows, dtype=torch.float32)
-    grad_input = torch.empty_like(input, memory_format=torch.contiguous_format)
+    fresh = grad_input is None
+    if grad_input is None:
+        grad_input = torch.empty_like(input, memory_format=torch.contiguous_format)
     if rows == 0 or vocab == 0:
         return out.fill_(0.0), grad_input
     kernels.logits_divergence(
@@ -161,7 +178,7 @@ def _native_divergence_and_gradient(
         _NATIVE_DTYPES[input.dtype],
         1.0 / spec.temperature,
         torch.get_num_threads(),
-        True,
+        fresh,  # huge pages are worth asking for only before a buffer's first touch
     )
     return out, grad_input
 
@@ -177,7 +194,7 @@ def _divergence_and_gradients(
     target_grad: bool,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     if not target_grad:
-        native = _native_divergence_and_gradient(input, target, mask, scale, spec)
+        native = native_divergence_and_gradient(input, target, mask, scale, spec)
         if native is not None:
             return native[0], native[1], None
     rows, vocab = input.shape

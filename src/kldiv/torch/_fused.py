@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from kldiv.torch._chunked import reference_terms
+from kldiv.torch._chunked import native_divergence_and_gradient, reference_terms
 from kldiv.torch._kernels import Workspace, chunk_divergence, compute_dtype
 from kldiv.torch._options import Divergence
 from kldiv.torch._topk import reference_topk_rows, topk_chunk_divergence
@@ -75,23 +75,31 @@ def _fused_pass(
         h = hidden[block]
         logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
         g = grad_buffer[:n]
+        s = scale[block].to(dtype)
+        keep = None if mask is None else mask[block]
+        native = None
         if teacher[4] is not None:
             values = topk_chunk_divergence(
                 logits, teacher[4][block], teacher[5][block], spec,
                 grad_input=g, workspace=workspace.take(n),
             )  # fmt: skip
         else:
-            values = chunk_divergence(
-                logits, _teacher_block(teacher, block, vocab), spec,
-                grad_input=g, grad_target=None, workspace=workspace.take(n),
-            )  # fmt: skip
-        s = scale[block].to(dtype)
-        if mask is not None:
-            keep = mask[block]
-            values = torch.where(keep, values, 0.0)
-            g.masked_fill_(~keep.unsqueeze(-1), 0.0)
-        total += values @ s
-        g.mul_(s.unsqueeze(-1))
+            teacher_logits = _teacher_block(teacher, block, vocab)
+            # On the CPU the compiled kernel masks and scales the gradient in the same pass.
+            native = native_divergence_and_gradient(logits, teacher_logits, keep, s, spec, g)
+            if native is None:
+                values = chunk_divergence(
+                    logits, teacher_logits, spec,
+                    grad_input=g, grad_target=None, workspace=workspace.take(n),
+                )  # fmt: skip
+        if native is not None:
+            total += native[0] @ s
+        else:
+            if keep is not None:
+                values = torch.where(keep, values, 0.0)
+                g.masked_fill_(~keep.unsqueeze(-1), 0.0)
+            total += values @ s
+            g.mul_(s.unsqueeze(-1))
         if grad_hidden is not None:
             torch.mm(g.to(weight.dtype), weight, out=grad_hidden[block])
         if grad_weight is not None:
