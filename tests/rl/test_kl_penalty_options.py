@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from kldiv.estimate._log_ratio import log_ratio_terms
 from kldiv.torch import kl_penalty
 
 ESTIMATORS = ("k1", "k2", "k3", "abs")
@@ -129,6 +130,15 @@ def test_inputs_are_not_modified_and_ref_gets_no_gradient():
         assert grads[2] is None
     for tensor, copy in zip((x["logprobs"], ref, behavior), before, strict=True):
         assert torch.equal(tensor.detach(), copy)
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_values_agree_with_kldiv_estimate_log_ratio_terms(estimator):
+    # The same estimators of kldiv.estimate, where log r = log q − log p = −d.
+    x = batch()
+    out = kl_penalty(x["logprobs"], x["ref"], estimator=estimator, gradient="none")
+    log_r = (x["ref"] - x["logprobs"]).detach().numpy()
+    np.testing.assert_allclose(out.numpy(), log_ratio_terms(log_r, estimator), rtol=1e-12)
 
 
 # ---- extreme inputs, dtypes ----------------------------------------------------------------
