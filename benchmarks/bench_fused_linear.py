@@ -7,6 +7,7 @@ of the maximum resident set size across one forward + backward.
 
     python benchmarks/bench_fused_linear.py --rows 8192
     python benchmarks/bench_fused_linear.py --rows 1024
+    python benchmarks/bench_fused_linear.py --direction reverse   # KL(Q||P), as in RL penalties
 """
 
 from __future__ import annotations
@@ -40,42 +41,43 @@ def make_inputs(rows: int, hidden: int, vocab: int, seed: int = 0) -> Inputs:
     return student_hidden, student_weight, randn(rows, hidden), randn(vocab, hidden).mul_(scale)
 
 
-def baseline(h: torch.Tensor, w: torch.Tensor, th: torch.Tensor, tw: torch.Tensor) -> torch.Tensor:
+def baseline(inputs: Inputs, direction: str) -> torch.Tensor:
+    h, w, th, tw = inputs
     with torch.no_grad():
-        teacher_log_probs = F.log_softmax(th @ tw.T, dim=-1)
-    student_log_probs = F.log_softmax(h @ w.T, dim=-1)
-    return F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="batchmean")
+        teacher = F.log_softmax(th @ tw.T, dim=-1)
+    student = F.log_softmax(h @ w.T, dim=-1)
+    # F.kl_div(a, b) is KL(b‖a): its arguments are swapped for the reverse KL(student‖teacher).
+    pair = (student, teacher) if direction == "forward" else (teacher, student)
+    return F.kl_div(*pair, log_target=True, reduction="batchmean")
 
 
-_FUSED = FusedLinearKLDivLoss(reduction="batchmean")
-
-
-def fused(h: torch.Tensor, w: torch.Tensor, th: torch.Tensor, tw: torch.Tensor) -> torch.Tensor:
-    return _FUSED(h, w, th, tw)
+def fused(inputs: Inputs, direction: str) -> torch.Tensor:
+    return FusedLinearKLDivLoss(direction=direction, reduction="batchmean")(*inputs)
 
 
 CASES: dict[str, Callable[..., torch.Tensor]] = {"torch": baseline, "kldiv": fused}
 
 
-def step(case: str, inputs: Inputs) -> float:
+def step(case: str, inputs: Inputs, direction: str) -> float:
     inputs[0].grad = inputs[1].grad = None
     start = time.perf_counter()
-    CASES[case](*inputs).backward()
+    CASES[case](inputs, direction).backward()
     return time.perf_counter() - start
 
 
-def child(case: str, rows: int, hidden: int, vocab: int) -> None:
-    step(case, make_inputs(8, 16, 32))  # load kernels first
+def child(case: str, rows: int, hidden: int, vocab: int, direction: str) -> None:
+    step(case, make_inputs(8, 16, 32), direction)  # load kernels first
     inputs = make_inputs(rows, hidden, vocab)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(case, inputs)
+    step(case, inputs, direction)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
 
 
-def peak_in_child(case: str, rows: int, hidden: int, vocab: int) -> int:
+def peak_in_child(case: str, rows: int, hidden: int, vocab: int, direction: str) -> int:
     """Run one case in this script's own subprocess and return its extra peak bytes."""
     sizes = ["--rows", str(rows), "--hidden", str(hidden), "--vocab", str(vocab)]
+    sizes += ["--direction", direction]
     command = [sys.executable, __file__, "--case", case, *sizes]
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     return int(json.loads(result.stdout)["extra_peak_bytes"])
@@ -87,23 +89,25 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--direction", choices=["forward", "reverse"], default="forward")
     parser.add_argument("--case", choices=sorted(CASES))
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.case:
-        child(args.case, args.rows, args.hidden, args.vocab)
+        child(args.case, args.rows, args.hidden, args.vocab, args.direction)
         return
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
-    peaks = {case: peak_in_child(case, args.rows, args.hidden, args.vocab) for case in CASES}
+    sizes = (args.rows, args.hidden, args.vocab, args.direction)
+    peaks = {case: peak_in_child(case, *sizes) for case in CASES}
     inputs = make_inputs(args.rows, args.hidden, args.vocab)
     times: dict[str, list[float]] = {case: [] for case in CASES}
     for _ in range(args.repeats):
         for case in CASES:
-            times[case].append(step(case, inputs))
+            times[case].append(step(case, inputs, args.direction))
     print(
-        f"fused linear KL, forward + backward, N={args.rows} H={args.hidden} V={args.vocab} "
+        f"fused linear KL ({args.direction}), forward + backward, N={args.rows} H={args.hidden} V={args.vocab} "
         f"float32, torch threads: {torch.get_num_threads()}, repeats: {args.repeats}"
     )
     base_time, base_peak = statistics.median(times["torch"]), peaks["torch"]

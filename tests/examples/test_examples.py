@@ -51,3 +51,16 @@ def test_quantized_logits(tmp_path: Path) -> None:
         "int8.npy",
         "labels.npy",
     ]
+
+
+def test_grpo_kl_penalty(tmp_path: Path) -> None:
+    out = run("grpo_kl_penalty.py", "--steps", "30", "--beta", "0.5", cwd=tmp_path)
+    lines = out.strip().splitlines()
+    logged = [line.split() for line in lines if line.startswith("step")]
+    assert len(logged) == 4  # steps 0, 10, 20 and the last
+    for fields in logged:
+        estimate, exact = float(fields[7]), float(fields[11])
+        assert 0.0 <= estimate < 10.0
+        assert 0.0 <= exact < 10.0
+    first, last = (float(word.rstrip(",")) for word in lines[-1].split()[3::3])
+    assert last > first  # the policy learns the reward against the penalty

@@ -1,4 +1,4 @@
-"""PyTorch losses for KL and Jensen–Shannon divergences: drop-in, chunked and fused-linear.
+"""PyTorch losses for KL and Jensen–Shannon divergences: drop-in, chunked, fused-linear, RL penalty.
 
 This is the only module of kldiv that imports torch at import time. Q is always the model
 being trained (``input``, the student) and P the reference (``target``, the teacher).
@@ -6,6 +6,7 @@ being trained (``input``, the student) and P the reference (``target``, the teac
 
 from kldiv.torch.fused_linear import FusedLinearJSDLoss, FusedLinearKLDivLoss, TopK
 from kldiv.torch.losses import JSDLoss, KLDivLoss, js_div, kl_div
+from kldiv.torch.penalty import kl_penalty
 
 __all__ = [
     "FusedLinearJSDLoss",
@@ -15,4 +16,5 @@ __all__ = [
     "TopK",
     "js_div",
     "kl_div",
+    "kl_penalty",
 ]
