@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from kldiv.torch._chunked import native_divergence_and_gradient, reference_terms
+from kldiv.torch import _triton
+from kldiv.torch._chunked import logits_divergence_and_gradient, reference_terms
 from kldiv.torch._kernels import Workspace, chunk_divergence, compute_dtype
 from kldiv.torch._options import Divergence
 from kldiv.torch._topk import reference_topk_rows, topk_chunk_divergence
@@ -33,13 +34,30 @@ def default_fused_chunk_rows(rows: int, hidden: int, vocab: int) -> int:
     return max(1, min(rows, max(by_memory, 512)))
 
 
-def _teacher_block(teacher: tuple[Tensor | None, ...], block: slice, vocab: int) -> Tensor:
+def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, *, float32: bool) -> Tensor:
+    """``h @ weightᵀ + bias``; with ``float32``, logits kept in float32 for half-precision inputs.
+
+    cuBLAS accumulates half-precision products in float32 anyway; asking for a float32 result
+    keeps those digits, which rounding the logits to bfloat16 first would lose (up to a few
+    percent of the divergence's gradient where the logits are large).
+    """
+    if not float32 or weight.dtype in (torch.float32, torch.float64):
+        return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+    if h.device.type == "cuda":
+        logits = torch.mm(h, weight.t(), out_dtype=torch.float32)
+    else:  # the interpreter's CPU tensors: the same float32 result, by upcasting
+        logits = h.float() @ weight.float().t()
+    return logits if bias is None else logits.add_(bias)
+
+
+def _teacher_block(
+    teacher: tuple[Tensor | None, ...], block: slice, vocab: int, *, float32: bool = False
+) -> Tensor:
     hidden, weight, bias, logits = teacher[:4]
     if logits is None:
         assert hidden is not None
         assert weight is not None
-        h = hidden[block]
-        logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+        logits = _linear(hidden[block], weight, bias, float32=float32)
     else:
         logits = logits[block]
     # A teacher vocabulary padded beyond the student's: its extra columns are not tokens.
@@ -69,11 +87,13 @@ def _fused_pass(
     block_rows = min(chunk_rows, rows)
     workspace = Workspace(block_rows, vocab, dtype=dtype, device=hidden.device)
     grad_buffer = torch.empty(block_rows, vocab, dtype=dtype, device=hidden.device)
+    # The Triton kernel reads float32 logits straight from the matrix product's output.
+    float32 = teacher[4] is None and _triton.wanted(hidden.device)
     for start in range(0, rows, chunk_rows):
         stop = min(start + chunk_rows, rows)
         block, n = slice(start, stop), stop - start
         h = hidden[block]
-        logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+        logits = _linear(h, weight, bias, float32=float32)
         g = grad_buffer[:n]
         s = scale[block].to(dtype)
         keep = None if mask is None else mask[block]
@@ -84,9 +104,9 @@ def _fused_pass(
                 grad_input=g, workspace=workspace.take(n),
             )  # fmt: skip
         else:
-            teacher_logits = _teacher_block(teacher, block, vocab)
-            # On the CPU the compiled kernel masks and scales the gradient in the same pass.
-            native = native_divergence_and_gradient(logits, teacher_logits, keep, s, spec, g)
+            teacher_logits = _teacher_block(teacher, block, vocab, float32=float32)
+            # The Triton or compiled CPU kernel masks and scales the gradient in the same pass.
+            native = logits_divergence_and_gradient(logits, teacher_logits, keep, s, spec, g)
             if native is None:
                 values = chunk_divergence(
                     logits, teacher_logits, spec,
