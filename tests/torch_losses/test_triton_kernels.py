@@ -400,3 +400,44 @@ def test_no_host_sync_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
             (loss_fn(student, teacher, labels) * 2).backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+# --- the compiled kernels: lowered for an H100/H200 without one ------------------------------
+
+
+def test_kernels_compile_for_sm90(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter runs Python; the compiler's type rules are checked by compiling.
+
+    Triton lowers a kernel to PTX and a cubin (its own ptxas) without a GPU, so each
+    divergence's kernel, as launched for bfloat16 logits with a mask and scales, and the
+    backward scale kernel, must compile for sm_90.
+    """
+    compiler = pytest.importorskip("triton.compiler")
+    backends = pytest.importorskip("triton.backends.compiler")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")
+    from kldiv.torch import _triton_kernels
+
+    divergence_rows, scale_unless_one = _triton_kernels.kernels(False)
+    strides = {f"{side}_col_stride": 1 for side in "xtg"}
+    signature = {name: "*bf16" for name in ("x_ptr", "t_ptr", "g_ptr")}
+    signature |= {"out_ptr": "*fp32", "mask_ptr": "*i1", "scale_ptr": "*fp32", "vocab": "i32"}
+    signature |= {f"{side}_row_stride": "i64" for side in "xtg"}
+    signature |= dict.fromkeys(strides, "constexpr")
+    signature |= dict.fromkeys(("inv_tau", "beta", "log_beta", "log_complement"), "fp32")
+    flags = {"HAS_MASK": True, "HAS_SCALE": True, "NARROW": True, "BLOCK": 4096}
+    signature |= dict.fromkeys(("DIVERGENCE", *flags), "constexpr")
+    target = backends.GPUTarget("cuda", 90, 32)
+    for divergence in (0, 1, 2):
+        source = compiler.ASTSource(
+            divergence_rows, signature, constexprs={**strides, **flags, "DIVERGENCE": divergence}
+        )
+        kernel = compiler.compile(source, target=target, options={"num_warps": 8})
+        assert kernel.asm["cubin"]
+    scale_signature = {"g_ptr": "*bf16", "factor_ptr": "*fp32", "vocab": "i32"}
+    scale_signature |= {"row_stride": "i64", "col_stride": "i32"}
+    scale_signature |= dict.fromkeys(("NARROW", "BLOCK"), "constexpr")
+    source = compiler.ASTSource(
+        scale_unless_one, scale_signature, constexprs={"NARROW": True, "BLOCK": 4096}
+    )
+    assert compiler.compile(source, target=target, options={"num_warps": 8}).asm["cubin"]

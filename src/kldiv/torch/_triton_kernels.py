@@ -174,7 +174,9 @@ def _divergence_rows(
                 high = tl.maximum(u, v)
                 e = tl.exp(tl.minimum(u, v) - high)
                 w = 1.0 + e
-                log_m = high + tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+                log_m = high + tl.where(
+                    w == 1.0, e, tl.log(w) * (e / tl.where(w == 1.0, 1.0, w - 1.0))
+                )
                 sum_q_terms += tl.reduce(
                     tl.where(valid & (q > 0.0), q * (log_q - log_m), 0.0), 0, _SUM
                 )
@@ -196,7 +198,9 @@ def _divergence_rows(
                 high = tl.maximum(u, v)
                 e = tl.exp(tl.minimum(u, v) - high)
                 w = 1.0 + e
-                log_m = high + tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+                log_m = high + tl.where(
+                    w == 1.0, e, tl.log(w) * (e / tl.where(w == 1.0, 1.0, w - 1.0))
+                )
                 term = tl.where(q > 0.0, q * (log_q - log_m), 0.0)
                 grad = weight * (term - q * total) * factor
                 if NARROW:  # round to nearest (the interpreter's plain cast truncates)
