@@ -299,9 +299,12 @@ class ChunkedDivergence(torch.autograd.Function):
         ctx.gradients = (grad_input, grad_target)
         # Whether the logits now hold their gradient, and whether Triton computed it.
         ctx.overwritten = grad_input is input
+        # Whether backward may scale the gradient with the Triton kernel (not while tracing).
         ctx.triton = (
             not target_grad
+            and type(grad_input) is Tensor
             and grad_input.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and not torch.compiler.is_compiling()
             and _triton.wanted(input.device)
         )
         return out if scale is None else out @ scale.to(out.dtype)
@@ -341,7 +344,13 @@ class ChunkedDivergence(torch.autograd.Function):
         if scale is not None and _is_one(grad_out):
             # loss.backward(): the stored gradients, already scaled, are the answer.
             return grad_input if needs[0] else None, grad_target, None, grad_scale, None, None, None
-        if scale is not None and grad_target is None and ctx.triton and needs[0]:
+        if (
+            scale is not None
+            and grad_target is None
+            and ctx.triton
+            and needs[0]
+            and not torch.compiler.is_compiling()
+        ):
             # No host read of grad_out: the kernel skips the pass when it is 1.
             scaled = _triton.scale_unless_one_(grad_input, grad_out)
             return scaled, None, None, grad_scale, None, None, None
