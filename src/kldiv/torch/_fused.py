@@ -43,11 +43,15 @@ def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, *, float32: bool) ->
     """
     if not float32 or weight.dtype in (torch.float32, torch.float64):
         return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
-    if h.device.type == "cuda":
-        logits = torch.mm(h, weight.t(), out_dtype=torch.float32)
-    else:  # the interpreter's CPU tensors: the same float32 result, by upcasting
-        logits = h.float() @ weight.float().t()
+    logits = _float32_mm(h, weight.t())
     return logits if bias is None else logits.add_(bias)
+
+
+def _float32_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of half-precision matrices as a float32 result (float32 accumulation)."""
+    if a.device.type == "cuda":
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()  # the interpreter's CPU tensors: the same result by upcasting
 
 
 def _teacher_block(
@@ -86,9 +90,14 @@ def _fused_pass(
     total = torch.zeros((), dtype=dtype, device=hidden.device)
     block_rows = min(chunk_rows, rows)
     workspace = Workspace(block_rows, vocab, dtype=dtype, device=hidden.device)
-    grad_buffer = torch.empty(block_rows, vocab, dtype=dtype, device=hidden.device)
-    # The Triton kernel reads float32 logits straight from the matrix product's output.
-    float32 = teacher[4] is None and _triton.wanted(hidden.device)
+    # On the Triton path the kernel reads float32 logits straight from the matrix product and
+    # writes the logits' gradient once in the weight's dtype, so that the two gradient products
+    # run on half-precision inputs (float32 accumulation), as the forward product does.
+    float32 = (
+        teacher[4] is None and not torch.compiler.is_compiling() and _triton.wanted(hidden.device)
+    )
+    grad_dtype = weight.dtype if float32 else dtype
+    grad_buffer = torch.empty(block_rows, vocab, dtype=grad_dtype, device=hidden.device)
     for start in range(0, rows, chunk_rows):
         stop = min(start + chunk_rows, rows)
         block, n = slice(start, stop), stop - start
@@ -122,10 +131,12 @@ def _fused_pass(
             g.mul_(s.unsqueeze(-1))
         if grad_hidden is not None:
             torch.mm(g.to(weight.dtype), weight, out=grad_hidden[block])
-        if grad_weight is not None:
+        if grad_weight is not None and g.dtype != dtype:
+            grad_weight += _float32_mm(g.t(), h)
+        elif grad_weight is not None:
             grad_weight.addmm_(g.t(), h.to(dtype))
         if grad_bias is not None:
-            grad_bias += g.sum(dim=0)
+            grad_bias += g.sum(dim=0, dtype=dtype)
     return total, (grad_hidden, grad_weight, grad_bias)
 
 
