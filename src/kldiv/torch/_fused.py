@@ -49,7 +49,8 @@ def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, *, float32: bool) ->
 
 def _float32_mm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` of half-precision matrices as a float32 result (float32 accumulation)."""
-    if a.device.type == "cuda":
+    # torch.mm(..., out_dtype=) came with torch 2.8 (CUDA); older versions upcast instead.
+    if a.device.type == "cuda" and hasattr(torch.ops.aten.mm, "dtype"):
         return torch.mm(a, b, out_dtype=torch.float32)
     return a.float() @ b.float()  # the interpreter's CPU tensors: the same result by upcasting
 
