@@ -297,7 +297,7 @@ class ChunkedDivergence(torch.autograd.Function):
         ctx.save_for_backward(input, target, mask, scale, out if scale is not None else None)
         ctx.spec, ctx.chunk_rows = spec, chunk_rows
         ctx.gradients = (grad_input, grad_target)
-        # Whether the logits now hold their gradient, and whether Triton computed it.
+        # Whether the logits now hold their gradient (inplace_backward on the Triton path).
         ctx.overwritten = grad_input is input
         # Whether backward may scale the gradient with the Triton kernel (not while tracing).
         ctx.triton = (
