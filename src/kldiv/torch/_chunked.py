@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from kldiv import _native
+from kldiv.torch import _triton
 from kldiv.torch._kernels import Workspace, chunk_divergence, compute_dtype
 from kldiv.torch._options import Divergence
 
@@ -183,6 +184,32 @@ def native_divergence_and_gradient(
     return out, grad_input
 
 
+def logits_divergence_and_gradient(
+    input: Tensor,
+    target: Tensor,
+    mask: Tensor | None,
+    scale: Tensor | None,
+    spec: Divergence,
+    grad_input: Tensor | None = None,
+    *,
+    inplace: bool = False,
+) -> tuple[Tensor, Tensor] | None:
+    """Choose the row executor: the Triton kernels, the compiled CPU kernel, or None (torch).
+
+    The one place where an executor is chosen; each returns the ``(rows,)`` divergences and
+    the scaled gradient with respect to ``input`` (see `native_divergence_and_gradient`), or
+    None where it does not apply, which leaves the rows to the torch block path. CUDA tensors
+    go to Triton unless ``KLDIV_TRITON=0``; ``KLDIV_TRITON=1`` sends every call there (see
+    `kldiv.torch._triton.wanted`). With ``inplace=True`` the Triton kernel writes the gradient
+    over ``input``; the other executors ignore it.
+    """
+    if _triton.wanted(input.device):
+        if inplace and grad_input is None:
+            grad_input = input
+        return _triton.triton_divergence_and_gradient(input, target, mask, scale, spec, grad_input)
+    return native_divergence_and_gradient(input, target, mask, scale, spec, grad_input)
+
+
 def _divergence_and_gradients(
     input: Tensor,
     target: Tensor,
@@ -192,11 +219,12 @@ def _divergence_and_gradients(
     chunk_rows: int,
     *,
     target_grad: bool,
+    inplace: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     if not target_grad:
-        native = native_divergence_and_gradient(input, target, mask, scale, spec)
-        if native is not None:
-            return native[0], native[1], None
+        fast = logits_divergence_and_gradient(input, target, mask, scale, spec, inplace=inplace)
+        if fast is not None:
+            return fast[0], fast[1], None
     rows, vocab = input.shape
     dtype = compute_dtype(input.dtype)
     out = torch.empty(rows, dtype=dtype, device=input.device)
@@ -233,7 +261,8 @@ def _is_one(grad_total: Tensor) -> bool:
     """Whether the upstream gradient of a scalar loss is exactly 1 (``loss.backward()``).
 
     Only asked on the CPU, where reading the value costs nothing; elsewhere, or while
-    ``torch.compile`` traces, the answer is False and backward multiplies.
+    ``torch.compile`` traces, the answer is False and backward multiplies (on the Triton
+    path with a kernel that skips the work when the value, read on the device, is 1).
     """
     if grad_total.device.type != "cpu" or torch.compiler.is_compiling():
         return False
@@ -243,10 +272,11 @@ def _is_one(grad_total: Tensor) -> bool:
 class ChunkedDivergence(torch.autograd.Function):
     """Divergences of ``(rows, vocab)`` inputs; gradients computed in the forward pass.
 
-    ``apply(input, target, mask, scale, spec, chunk_rows)`` returns, for ``scale=None``, the
-    ``(rows,)`` divergences in float32 (float64 for float64 input), and otherwise the scalar
-    ``Σ_r scale_r · D_r``, the reduction folded into the gradients during forward. Rows where
-    ``mask`` is False count 0 and get zero gradient.
+    ``apply(input, target, mask, scale, spec, chunk_rows, inplace)`` returns, for
+    ``scale=None``, the ``(rows,)`` divergences in float32 (float64 for float64 input), and
+    otherwise the scalar ``Σ_r scale_r · D_r``, the reduction folded into the gradients during
+    forward. Rows where ``mask`` is False count 0 and get zero gradient. With ``inplace`` the
+    Triton executor writes the input gradient over ``input`` itself.
     """
 
     @staticmethod
@@ -258,14 +288,25 @@ class ChunkedDivergence(torch.autograd.Function):
         scale: Tensor | None,
         spec: Divergence,
         chunk_rows: int,
+        inplace: bool = False,
     ) -> Tensor:
         target_grad = bool(ctx.needs_input_grad[1])
         out, grad_input, grad_target = _divergence_and_gradients(
-            input, target, mask, scale, spec, chunk_rows, target_grad=target_grad
+            input, target, mask, scale, spec, chunk_rows, target_grad=target_grad, inplace=inplace
         )
         ctx.save_for_backward(input, target, mask, scale, out if scale is not None else None)
         ctx.spec, ctx.chunk_rows = spec, chunk_rows
         ctx.gradients = (grad_input, grad_target)
+        # Whether the logits now hold their gradient (inplace_backward on the Triton path).
+        ctx.overwritten = grad_input is input
+        # Whether backward may scale the gradient with the Triton kernel (not while tracing).
+        ctx.triton = (
+            not target_grad
+            and type(grad_input) is Tensor
+            and grad_input.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and not torch.compiler.is_compiling()
+            and _triton.wanted(input.device)
+        )
         return out if scale is None else out @ scale.to(out.dtype)
 
     @staticmethod
@@ -273,6 +314,12 @@ class ChunkedDivergence(torch.autograd.Function):
         input, target, mask, scale, rows = ctx.saved_tensors
         needs = ctx.needs_input_grad[:2]
         need_scale = scale is not None and ctx.needs_input_grad[3]
+        if ctx.overwritten and (torch.is_grad_enabled() or ctx.gradients is None):
+            raise RuntimeError(
+                "inplace_backward=True wrote the gradient over the input logits, so they "
+                "cannot be differentiated again (create_graph=True) or a second time "
+                "(retain_graph=True); pass inplace_backward=False for that"
+            )
         if torch.is_grad_enabled():
             # create_graph=True: differentiate the reference formula, so that a gradient
             # penalty or a Hessian-vector product sees an exact, differentiable gradient.
@@ -284,7 +331,7 @@ class ChunkedDivergence(torch.autograd.Function):
                 values = values @ scale.to(values.dtype)
             grads = iter(torch.autograd.grad(values, wrt, grad_out, create_graph=True))
             return (*(next(grads) if need else None for need in wanted[:2]), None,
-                    next(grads) if need_scale else None, None, None)  # fmt: skip
+                    next(grads) if need_scale else None, None, None, None)  # fmt: skip
         if ctx.gradients is None:
             # A second backward through a retained graph: the stored gradient was consumed.
             _, grad_input, grad_target = _divergence_and_gradients(
@@ -296,8 +343,18 @@ class ChunkedDivergence(torch.autograd.Function):
         grad_scale = (rows * grad_out).to(scale.dtype) if need_scale else None
         if scale is not None and _is_one(grad_out):
             # loss.backward(): the stored gradients, already scaled, are the answer.
-            return grad_input if needs[0] else None, grad_target, None, grad_scale, None, None
+            return grad_input if needs[0] else None, grad_target, None, grad_scale, None, None, None
+        if (
+            scale is not None
+            and grad_target is None
+            and ctx.triton
+            and needs[0]
+            and not torch.compiler.is_compiling()
+        ):
+            # No host read of grad_out: the kernel skips the pass when it is 1.
+            scaled = _triton.scale_unless_one_(grad_input, grad_out)
+            return scaled, None, None, grad_scale, None, None, None
         factor = grad_out if scale is not None else grad_out.unsqueeze(-1)
         scaled_input = grad_input.mul_(factor) if needs[0] else None
         scaled_target = grad_target.mul_(factor) if grad_target is not None else None
-        return scaled_input, scaled_target, None, grad_scale, None, None
+        return scaled_input, scaled_target, None, grad_scale, None, None, None

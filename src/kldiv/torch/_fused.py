@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from kldiv.torch._chunked import native_divergence_and_gradient, reference_terms
+from kldiv.torch import _triton
+from kldiv.torch._chunked import logits_divergence_and_gradient, reference_terms
 from kldiv.torch._kernels import Workspace, chunk_divergence, compute_dtype
 from kldiv.torch._options import Divergence
 from kldiv.torch._topk import reference_topk_rows, topk_chunk_divergence
@@ -33,13 +34,35 @@ def default_fused_chunk_rows(rows: int, hidden: int, vocab: int) -> int:
     return max(1, min(rows, max(by_memory, 512)))
 
 
-def _teacher_block(teacher: tuple[Tensor | None, ...], block: slice, vocab: int) -> Tensor:
+def _linear(h: Tensor, weight: Tensor, bias: Tensor | None, *, float32: bool) -> Tensor:
+    """``h @ weightᵀ + bias``; with ``float32``, logits kept in float32 for half-precision inputs.
+
+    cuBLAS accumulates half-precision products in float32 anyway; asking for a float32 result
+    keeps those digits, which rounding the logits to bfloat16 first would lose (up to a few
+    percent of the divergence's gradient where the logits are large).
+    """
+    if not float32 or weight.dtype in (torch.float32, torch.float64):
+        return h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+    logits = _float32_mm(h, weight.t())
+    return logits if bias is None else logits.add_(bias)
+
+
+def _float32_mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of half-precision matrices as a float32 result (float32 accumulation)."""
+    # torch.mm(..., out_dtype=) came with torch 2.8 (CUDA); older versions upcast instead.
+    if a.device.type == "cuda" and hasattr(torch.ops.aten.mm, "dtype"):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()  # the interpreter's CPU tensors: the same result by upcasting
+
+
+def _teacher_block(
+    teacher: tuple[Tensor | None, ...], block: slice, vocab: int, *, float32: bool = False
+) -> Tensor:
     hidden, weight, bias, logits = teacher[:4]
     if logits is None:
         assert hidden is not None
         assert weight is not None
-        h = hidden[block]
-        logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+        logits = _linear(hidden[block], weight, bias, float32=float32)
     else:
         logits = logits[block]
     # A teacher vocabulary padded beyond the student's: its extra columns are not tokens.
@@ -68,12 +91,19 @@ def _fused_pass(
     total = torch.zeros((), dtype=dtype, device=hidden.device)
     block_rows = min(chunk_rows, rows)
     workspace = Workspace(block_rows, vocab, dtype=dtype, device=hidden.device)
-    grad_buffer = torch.empty(block_rows, vocab, dtype=dtype, device=hidden.device)
+    # On the Triton path the kernel reads float32 logits straight from the matrix product and
+    # writes the logits' gradient once in the weight's dtype, so that the two gradient products
+    # run on half-precision inputs (float32 accumulation), as the forward product does.
+    float32 = (
+        teacher[4] is None and not torch.compiler.is_compiling() and _triton.wanted(hidden.device)
+    )
+    grad_dtype = weight.dtype if float32 else dtype
+    grad_buffer = torch.empty(block_rows, vocab, dtype=grad_dtype, device=hidden.device)
     for start in range(0, rows, chunk_rows):
         stop = min(start + chunk_rows, rows)
         block, n = slice(start, stop), stop - start
         h = hidden[block]
-        logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+        logits = _linear(h, weight, bias, float32=float32)
         g = grad_buffer[:n]
         s = scale[block].to(dtype)
         keep = None if mask is None else mask[block]
@@ -84,9 +114,9 @@ def _fused_pass(
                 grad_input=g, workspace=workspace.take(n),
             )  # fmt: skip
         else:
-            teacher_logits = _teacher_block(teacher, block, vocab)
-            # On the CPU the compiled kernel masks and scales the gradient in the same pass.
-            native = native_divergence_and_gradient(logits, teacher_logits, keep, s, spec, g)
+            teacher_logits = _teacher_block(teacher, block, vocab, float32=float32)
+            # The Triton or compiled CPU kernel masks and scales the gradient in the same pass.
+            native = logits_divergence_and_gradient(logits, teacher_logits, keep, s, spec, g)
             if native is None:
                 values = chunk_divergence(
                     logits, teacher_logits, spec,
@@ -102,10 +132,12 @@ def _fused_pass(
             g.mul_(s.unsqueeze(-1))
         if grad_hidden is not None:
             torch.mm(g.to(weight.dtype), weight, out=grad_hidden[block])
-        if grad_weight is not None:
+        if grad_weight is not None and g.dtype != dtype:
+            grad_weight += _float32_mm(g.t(), h)
+        elif grad_weight is not None:
             grad_weight.addmm_(g.t(), h.to(dtype))
         if grad_bias is not None:
-            grad_bias += g.sum(dim=0)
+            grad_bias += g.sum(dim=0, dtype=dtype)
     return total, (grad_hidden, grad_weight, grad_bias)
 
 

@@ -37,6 +37,12 @@ Tensor = torch.Tensor
 __all__ = ["JSDLoss", "KLDivLoss", "js_div", "kl_div"]
 
 
+def _check_inplace(inplace_backward: bool) -> bool:
+    if not isinstance(inplace_backward, bool):
+        raise TypeError(f"inplace_backward must be True or False, got {inplace_backward!r}")
+    return inplace_backward
+
+
 def _check_chunk_size(chunk_size: int | None) -> int | None:
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
@@ -78,6 +84,7 @@ def _loss(
     weight: Tensor | None,
     num_items_in_batch: int | Tensor | None,
     chunk_size: int | None,
+    inplace_backward: bool = False,
 ) -> Tensor:
     check_pair(input, target)
     check_positions(labels, name="labels", input=input, integer=True)
@@ -100,7 +107,7 @@ def _loss(
     rows = chunk_size or default_chunk_rows(flat_input.shape[0], vocab, input.device)
     if reduction.name == "none":
         values: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
-            flat_input, flat_target, mask, None, spec, rows
+            flat_input, flat_target, mask, None, spec, rows, inplace_backward
         )
         return reduce_positions(
             values,
@@ -121,7 +128,7 @@ def _loss(
         device=input.device,
     )
     total: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
-        flat_input, flat_target, mask, scale, spec, rows
+        flat_input, flat_target, mask, scale, spec, rows, inplace_backward
     )
     return total.to(out_dtype)
 
@@ -144,6 +151,7 @@ def kl_div(
     scale_by_temperature_squared: bool = False,
     ignore_index: int = -100,
     chunk_size: int | None = None,
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""KL divergence between a target P and the input Q over the last axis; see `KLDivLoss`.
 
@@ -168,6 +176,9 @@ def kl_div(
         scale_by_temperature_squared: multiply the loss by τ².
         ignore_index: the label value marking positions to leave out.
         chunk_size: rows per block of the chunked kernel; chosen from the vocabulary by default.
+        inplace_backward: on the Triton (GPU) path, write the gradient over ``input``
+            during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
+            ``input`` must not be needed afterwards. Other paths ignore it.
 
     Returns:
         A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
@@ -201,6 +212,7 @@ def kl_div(
         weight=weight,
         num_items_in_batch=num_items_in_batch,
         chunk_size=_check_chunk_size(chunk_size),
+        inplace_backward=_check_inplace(inplace_backward),
     )
 
 
@@ -236,6 +248,9 @@ class KLDivLoss(torch.nn.Module):
             independent of τ in distillation (Hinton et al., 2015).
         ignore_index: the label value marking positions to leave out.
         chunk_size: rows per block of the kernel; chosen so that a block fits in cache if None.
+        inplace_backward: on the Triton (GPU) path, write the gradient over ``input``
+            during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
+            ``input`` must not be needed afterwards. Other paths ignore it.
 
     Shape:
         ``input`` and ``target``: ``(..., vocab)``; ``labels`` and ``weight``: ``(...)``.
@@ -272,6 +287,7 @@ class KLDivLoss(torch.nn.Module):
         scale_by_temperature_squared: bool = False,
         ignore_index: int = -100,
         chunk_size: int | None = None,
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__()
         self.spec, self.reduction_spec = _kl_options(
@@ -289,6 +305,7 @@ class KLDivLoss(torch.nn.Module):
         self.reduction = self.reduction_spec.name
         self.log_target = log_target
         self.chunk_size = _check_chunk_size(chunk_size)
+        self.inplace_backward = _check_inplace(inplace_backward)
 
     def forward(
         self,
@@ -308,6 +325,7 @@ class KLDivLoss(torch.nn.Module):
             weight=weight,
             num_items_in_batch=num_items_in_batch,
             chunk_size=self.chunk_size,
+            inplace_backward=self.inplace_backward,
         )
 
     def extra_repr(self) -> str:
@@ -337,6 +355,7 @@ def js_div(
     ignore_index: int = -100,
     reduction: str = "token_mean",
     chunk_size: int | None = None,
+    inplace_backward: bool = False,
 ) -> Tensor:
     r"""Generalized Jensen–Shannon loss of GKD between student and teacher logits; see `JSDLoss`.
 
@@ -355,6 +374,9 @@ def js_div(
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         chunk_size: rows per block of the chunked kernel.
+        inplace_backward: on the Triton (GPU) path, write the gradient over ``student_logits``
+            during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
+            ``student_logits`` must not be needed afterwards. Other paths ignore it.
 
     Returns:
         A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
@@ -377,6 +399,7 @@ def js_div(
         weight=None,
         num_items_in_batch=num_items_in_batch,
         chunk_size=_check_chunk_size(chunk_size),
+        inplace_backward=_check_inplace(inplace_backward),
     )
 
 
@@ -398,6 +421,9 @@ class JSDLoss(torch.nn.Module):
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         chunk_size: rows per block of the chunked kernel.
+        inplace_backward: on the Triton (GPU) path, write the gradient over ``student_logits``
+            during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
+            ``student_logits`` must not be needed afterwards. Other paths ignore it.
 
     Example:
         >>> import torch
@@ -421,12 +447,14 @@ class JSDLoss(torch.nn.Module):
         ignore_index: int = -100,
         reduction: str = "token_mean",
         chunk_size: int | None = None,
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__()
         self.spec = _jsd_spec(beta, temperature)
         self.reduction_spec = Reduction(reduction, ignore_index)
         self.beta, self.temperature, self.reduction = beta, temperature, reduction
         self.chunk_size = _check_chunk_size(chunk_size)
+        self.inplace_backward = _check_inplace(inplace_backward)
 
     def forward(
         self,
@@ -445,6 +473,7 @@ class JSDLoss(torch.nn.Module):
             weight=None,
             num_items_in_batch=num_items_in_batch,
             chunk_size=self.chunk_size,
+            inplace_backward=self.inplace_backward,
         )
 
     def extra_repr(self) -> str:
