@@ -27,7 +27,7 @@ def test_counts_match_scipy_entropy(prior: float | str, pseudo: float) -> None:
 
 
 def test_empty_category_in_q_is_infinite_until_smoothed() -> None:
-    result = counts([5, 5, 1], [6, 4, 0])
+    result = counts([5, 5, 1], [6, 4, 0], prior=0)
     assert result.value == math.inf
     assert math.isnan(result.stderr)
     smoothed = counts([5, 5, 1], [6, 4, 0], prior="jeffreys")
@@ -40,8 +40,10 @@ def test_delta_method_stderr_matches_simulation() -> None:
     rng = np.random.default_rng(11)
     p, q = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.25, 0.25, 0.25, 0.25])
     n = 2000
-    estimates = [counts(rng.multinomial(n, p), rng.multinomial(n, q)).value for _ in range(400)]
-    stderr = counts(np.round(p * n), np.round(q * n)).stderr
+    estimates = [
+        counts(rng.multinomial(n, p), rng.multinomial(n, q), prior=0).value for _ in range(400)
+    ]
+    stderr = counts(np.round(p * n), np.round(q * n), prior=0).stderr
     # The sd of 400 replicates has relative se 1/√798 ≈ 3.5 %; 20 % is 5.7 of those:
     # false-failure rate ~1e-8 (plus the delta method's O(1/n) error, ~1 % here).
     assert abs(np.std(estimates, ddof=1) / stderr - 1) < 0.2
@@ -66,7 +68,7 @@ def test_categorical_accepts_arrays_and_tuples() -> None:
     x = np.array([1, 2, 2, 3])
     y = np.array([2, 3, 3, 1])
     expected = scipy.stats.entropy([1, 2, 1], [1, 1, 2])
-    np.testing.assert_allclose(categorical(x, y).value, expected, rtol=1e-13)
+    np.testing.assert_allclose(categorical(x, y, prior=0).value, expected, rtol=1e-13)
     pairs = categorical([(0, 1), (1, 1)], [(1, 1), (0, 1)])
     assert pairs.value == 0.0
 
