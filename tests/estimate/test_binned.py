@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -17,8 +18,8 @@ def _reference_histograms(x: np.ndarray, y: np.ndarray, bins: int) -> tuple[np.n
     inner = np.unique(np.percentile(x, 100 * np.arange(1, bins) / bins))
     edges = np.concatenate([[-np.inf], inner, [np.inf]])
     # np.histogram's bins are half-open [a, b) like searchsorted(side="right"), except the last.
-    c_x = np.array([np.sum((x >= a) & (x < b)) for a, b in zip(edges[:-1], edges[1:])])
-    c_y = np.array([np.sum((y >= a) & (y < b)) for a, b in zip(edges[:-1], edges[1:])])
+    c_x = np.array([np.sum((x >= a) & (x < b)) for a, b in itertools.pairwise(edges)])
+    c_y = np.array([np.sum((y >= a) & (y < b)) for a, b in itertools.pairwise(edges)])
     return c_x, c_y
 
 
@@ -97,7 +98,7 @@ def test_plug_in_bias_of_two_samples_is_k_minus_1_over_2n_plus_2m() -> None:
     p = np.array([0.2, 0.15, 0.15, 0.1, 0.1, 0.08, 0.07, 0.06, 0.05, 0.04])  # K = 10
     n, m, reps = 2000, 1000, 1500
     draws_p, draws_q = rng.multinomial(n, p, size=reps), rng.multinomial(m, p, size=reps)
-    values = np.array([counts(a, b, prior=0).value for a, b in zip(draws_p, draws_q)])
+    values = np.array([counts(a, b, prior=0).value for a, b in zip(draws_p, draws_q, strict=True)])
     k = p.size
     expected = (k - 1) / (2 * n) + (k - 1) / (2 * m)  # 0.00675
     # 2·KL·nm/(n+m) is close to chi-square with K-1 = 9 d.o.f.: sd of one value ≈ 0.0032, of

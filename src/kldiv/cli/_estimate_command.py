@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,13 +14,9 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from kldiv.cli._tables import (
-    category_labels,
-    choose_columns,
-    is_categorical,
-    numeric_values,
-    open_table,
-)
+from kldiv._result import KLResult
+from kldiv.cli._errors import BadInput
+from kldiv.cli._tables import ColumnPair, choose_columns, open_table, read_column
 
 EPILOG = """\
 Examples:
@@ -34,8 +31,13 @@ Examples:
 
 class Method(str, Enum):
     auto = "auto"
+    binned = "binned"
     knn = "knn"
     counts = "counts"
+
+
+MIN_VALUES = 10  # per file and column: below this no estimate says anything
+NOISY_BIAS = 0.01  # nats of expected plug-in bias without drift above which a note says so
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,18 @@ class ColumnEstimate:
     n_x: int
     n_y: int
     notes: tuple[str, ...] = ()
+    psi: float | None = None
+    p_value: float | None = None
+    null_mean: float | None = None
+    null_q95: float | None = None
+
+
+@dataclass(frozen=True)
+class EstimateReport:
+    """The estimates, largest first, and notes on the input (columns left out, rows dropped)."""
+
+    columns: list[ColumnEstimate]
+    notes: list[str] = field(default_factory=list)
 
 
 def run_estimate(
@@ -60,49 +74,182 @@ def run_estimate(
     method: str,
     k: int,
     prior: float,
+    bins: int = 10,
+    permutations: int = 200,
+    seed: int = 0,
+    dropna: bool = False,
 ) -> list[ColumnEstimate]:
-    """Estimate KL(X‖Y) for every chosen column, largest first."""
+    """Estimate KL(X‖Y) for every chosen column, largest first (see :func:`estimate_report`)."""
+    return estimate_report(
+        x_path, y_path, columns=columns, joint=joint, method=method, k=k, prior=prior,
+        bins=bins, permutations=permutations, seed=seed, dropna=dropna,
+    ).columns  # fmt: skip
+
+
+def estimate_report(
+    x_path: Path,
+    y_path: Path,
+    *,
+    columns: str | None,
+    joint: bool,
+    method: str,
+    k: int,
+    prior: float,
+    bins: int,
+    permutations: int,
+    seed: int,
+    dropna: bool,
+) -> EstimateReport:
+    """Estimate KL(X‖Y) for every chosen column, with a permutation null for each.
+
+    A column whose values are numbers in both files is compared as numbers (int 21 and float
+    21.0 are one value): with at most ``bins`` distinct values, value by value; with more,
+    over ``bins`` quantile bins of X (``method`` "auto" or "binned") or by kNN ("knn", and
+    every ``joint`` group). Other columns are compared category by category.
+    """
     from kldiv import estimate
 
     x, y = open_table(x_path), open_table(y_path)
-    names = choose_columns(x, y, x_path, y_path, columns)
-    by_counts = [c for c in names if method == "counts" or is_categorical(x[c])]
-    numeric = [c for c in names if c not in by_counts]
-    groups = [numeric] if joint and numeric else [[c] for c in numeric]
+    names, notes = choose_columns(x, y, x_path, y_path, columns)
     # Every column is read and checked before the first estimate, so bad input fails fast.
-    categories = {c: (category_labels(x[c]), category_labels(y[c])) for c in by_counts}
-    samples = {c: (numeric_values(x[c], x_path), numeric_values(y[c], y_path)) for c in numeric}
-    results = []
-    for name, (x_labels, y_labels) in categories.items():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = estimate.categorical(x_labels, y_labels, prior=prior)
-        method_name = f"counts (prior {prior:g})"
-        results.append(_row(name, method_name, value, (len(x_labels), len(y_labels)), caught))
+    pairs = [read_column(c, x[c], y[c], x_path, y_path, dropna=dropna) for c in names]
+    for pair in pairs:
+        if any(pair.dropped):
+            notes.append(
+                f"column {pair.name!r}: left out {pair.dropped[0]} missing values of {x_path} "
+                f"and {pair.dropped[1]} of {y_path} (--dropna)"
+            )
+        for values, path in ((pair.x, x_path), (pair.y, y_path)):
+            if values.size < MIN_VALUES:
+                raise BadInput(
+                    path,
+                    f"column {pair.name!r} has {values.size} values; estimating a divergence "
+                    f"needs at least {MIN_VALUES} in each file",
+                )
+    continuous = [p for p in pairs if p.numeric and p.distinct > bins and method != "counts"]
+    by_counts = [p for p in pairs if not (p.numeric and p.distinct > bins) or method == "counts"]
+    groups: list[list[ColumnPair]] = []
+    if joint and continuous:
+        groups = [continuous]
+    elif method == "knn":
+        groups = [[p] for p in continuous]
+    by_bins = [] if groups else continuous
     for group in groups:
-        x_values = np.column_stack([samples[c][0] for c in group])
-        y_values = np.column_stack([samples[c][1] for c in group])
+        _check_k(k, group)
+    rng = np.random.default_rng(seed)
+    results = []
+    for pair in by_counts:
+        counted = _estimate(
+            estimate.categorical, pair.name, pair.x, pair.y, permutations, rng, prior=prior
+        )
+        row_notes = _bias_note(counted[0].params["categories"], pair.x.size, pair.y.size)
+        results.append(_row(pair.name, f"counts (prior {prior:g})", counted, row_notes))
+    for pair in by_bins:
+        binned = _estimate(
+            estimate.binned, pair.name, pair.x, pair.y, permutations, rng, bins=bins, prior=prior
+        )
+        results.append(_row(pair.name, f"binned ({binned[0].params['bins']} bins)", binned))
+    for group in groups:
+        x_values = np.column_stack([p.x for p in group])
+        y_values = np.column_stack([p.y for p in group])
+        if x_values.shape[1] > 1 and any(any(p.dropped) for p in group):
+            raise BadInput("--dropna", "--joint needs rows complete in every joint column")
         # KL is invariant under one affine map applied to both samples; scaling the columns
         # alike keeps one column's units from dominating the joint nearest-neighbour distances.
         scale = np.concatenate([x_values, y_values]).std(axis=0)
         scale[scale == 0] = 1.0
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = estimate.knn(x_values / scale, y_values / scale, k=k)
-        label = group[0] if len(group) == 1 else "joint(" + ", ".join(group) + ")"
-        results.append(_row(label, f"knn (k={k})", value, (len(x_values), len(y_values)), caught))
-    return sorted(results, key=lambda r: -r.kl if np.isfinite(r.kl) else -np.inf)
+        label = (
+            group[0].name if len(group) == 1 else "joint(" + ", ".join(p.name for p in group) + ")"
+        )
+        nearest = _estimate(
+            estimate.knn, label, x_values / scale, y_values / scale, permutations, rng, k=k
+        )
+        row_notes = []
+        if nearest[0].value < 0:
+            row_notes.append(
+                "negative: the kNN estimator is biased on finite samples and can fall below 0 "
+                "when the true KL is near 0; read it as no detectable drift"
+            )
+        results.append(_row(label, f"knn (k={k})", nearest, row_notes))
+    ordered = sorted(results, key=lambda r: -r.kl if np.isfinite(r.kl) else -np.inf)
+    return EstimateReport(ordered, notes)
+
+
+def _check_k(k: int, group: list[ColumnPair]) -> None:
+    n, m = group[0].x.shape[0], group[0].y.shape[0]
+    if not k < n or k > m:
+        raise BadInput(
+            "--k",
+            f"k = {k} is too large for column {group[0].name!r} with {n} values in X and {m} "
+            f"in Y; the kNN estimator needs k < {n} and k <= {m}",
+        )
+
+
+def _estimate(
+    estimator: Callable[..., KLResult],
+    name: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    permutations: int,
+    rng: np.random.Generator,
+    **options: Any,
+) -> tuple[KLResult, list[str]]:
+    """Run one estimator (with its permutation null) and collect its warnings as notes."""
+    from kldiv.estimate import permutation_test
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if permutations:
+                result = permutation_test(
+                    estimator, x, y, n_permutations=permutations, seed=rng, **options
+                )
+            else:
+                result = estimator(x, y, **options)
+        except ValueError as error:
+            raise BadInput(f"column {name!r}", str(error)) from error
+    return result, [str(w.message) for w in caught]
+
+
+def _bias_note(categories: int, n: int, m: int) -> list[str]:
+    bias = (categories - 1) / (2 * n) + (categories - 1) / (2 * m)
+    if bias < NOISY_BIAS:
+        return []
+    note = (
+        f"{categories} categories for {n} and {m} values: without drift the unsmoothed "
+        f"estimate averages (K-1)/(2N) + (K-1)/(2M) = {bias:.3g} nats; compare the KL with "
+        "the permutation null, not with 0"
+    )
+    if categories > min(n, m) / 2:
+        note += " (most values occur once: free text or an identifier says little here)"
+    return [note]
 
 
 def _row(
     column: str,
     method: str,
-    value: Any,
-    sizes: tuple[int, int],
-    caught: list[warnings.WarningMessage],
+    estimated: tuple[KLResult, list[str]],
+    extra_notes: list[str] | None = None,
 ) -> ColumnEstimate:
-    notes = tuple(str(w.message) for w in caught)
-    return ColumnEstimate(column, method, float(value.value), float(value.stderr), *sizes, notes)
+    result, notes = estimated
+    params = result.params
+
+    def number(key: str) -> float | None:
+        return float(params[key]) if key in params else None
+
+    return ColumnEstimate(
+        column,
+        method,
+        float(result.value),
+        float(result.stderr),
+        int(result.n or 0),
+        int(result.m or 0),
+        tuple(notes + (extra_notes or [])),
+        psi=number("psi"),
+        p_value=number("p_value"),
+        null_mean=number("null_mean"),
+        null_q95=number("null_q95"),
+    )
 
 
 def estimate_command(
@@ -112,52 +259,106 @@ def estimate_command(
         str | None, typer.Option(help="Comma-separated columns (default: all shared).")
     ] = None,
     joint: Annotated[
-        bool, typer.Option("--joint", help="Treat the numeric columns as one vector.")
+        bool, typer.Option("--joint", help="Treat the numeric columns as one vector (kNN).")
     ] = False,
     method: Annotated[
         Method,
-        typer.Option(help="auto: counts for text, categories and integers, kNN for floats."),
+        typer.Option(
+            help="For numeric columns with more than BINS values: auto/binned: quantile bins "
+            "of X; knn: nearest neighbours; counts: every value its own category."
+        ),
     ] = Method.auto,
+    bins: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Quantile bins; numeric columns with at most BINS values are "
+            "counted value by value.",
+        ),
+    ] = 10,
     k: Annotated[
         int, typer.Option(min=1, help="Neighbours for the kNN estimator (larger: less variance).")
     ] = 5,
     prior: Annotated[
-        float, typer.Option(min=0.0, help="Pseudo-count added to every category.")
+        float, typer.Option(min=0.0, help="Pseudo-count added to every category and bin.")
     ] = 0.5,
+    permutations: Annotated[
+        int,
+        typer.Option(min=0, help="Re-splits of the pooled data for the no-drift null (0: none)."),
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the permutations.")] = 0,
+    dropna: Annotated[
+        bool, typer.Option("--dropna", help="Leave out missing values (else they are an error).")
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
     """Estimate KL(X‖Y) between two data samples for each shared column.
 
-    Categorical columns are compared by their category counts (with a pseudo-count PRIOR per
-    category, so that a category missing from Y does not give infinity); numeric columns by
-    the k-nearest-neighbour estimator. The table lists the columns by divergence, largest
-    first, with standard errors: the columns that drifted most come first. All values in nats.
+    Values are compared as values: a column of numbers in both files is numeric whatever its
+    dtype. Numeric columns with more than BINS distinct values are compared over BINS quantile
+    bins of X (KL and PSI), or by kNN with --method knn or --joint; other columns category by
+    category, with a pseudo-count PRIOR. Each estimate comes with a permutation p-value and
+    the 95th percentile of the estimates on re-splits of the pooled data: what the estimator
+    gives without drift. Largest KL first; all values in nats.
     """
-    rows = run_estimate(x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior)
+    report = estimate_report(
+        x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior, bins=bins,
+        permutations=permutations, seed=seed, dropna=dropna,
+    )  # fmt: skip
     if json_output:
-        document = {"x": str(x), "y": str(y), "units": "nats", "columns": [asdict(r) for r in rows]}
+        for note in report.notes:
+            typer.echo(f"kldiv: note: {note}", err=True)
+        document = {
+            "x": str(x),
+            "y": str(y),
+            "units": "nats",
+            "columns": [asdict(r) for r in report.columns],
+            "notes": report.notes,
+            "permutations": permutations,
+            "seed": seed,
+        }
         sys.stdout.write(json.dumps(document) + "\n")
     else:
-        print_estimates(rows, f"KL({x} ‖ {y}) per column, in nats")
+        print_estimates(report.columns, f"KL({x} ‖ {y}) per column, in nats", report.notes)
 
 
-def print_estimates(rows: list[ColumnEstimate], title: str) -> None:
+def print_estimates(rows: list[ColumnEstimate], title: str, notes: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def fixed(value: float | None, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
     table = Table(title=title)
-    for name, justify in (("column", "left"), ("method", "left"), ("KL", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_column("± stderr", justify="right")
-    table.add_column("rows X / Y", justify="right")
+    # Names and numbers are never cut; on a narrow terminal the method column wraps instead.
+    widest = max((len(row.column) for row in rows), default=6)
+    table.add_column("column", no_wrap=True, min_width=min(widest, 40))
+    table.add_column("method", min_width=9)
+    sizes = {(row.n_x, row.n_y) for row in rows}
+    headers = ["KL", "± se", "PSI", "null 95%", "p"] + (["rows X/Y"] if len(sizes) > 1 else [])
+    for name in headers:
+        table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(
-            row.column, row.method, f"{row.kl:.4g}", f"{row.stderr:.2g}", f"{row.n_x} / {row.n_y}"
-        )
+        cells = [
+            row.column, row.method, f"{row.kl:.3g}", f"{row.stderr:.2g}", fixed(row.psi, ".3g"),
+            fixed(row.null_q95, ".3g"), fixed(row.p_value, ".2g"), f"{row.n_x}/{row.n_y}",
+        ]  # fmt: skip
+        table.add_row(*cells[: len(headers) + 2])
     console = Console()
     console.print(table)
+    if len(sizes) == 1:
+        ((n_x, n_y),) = sizes
+        console.print(f"rows: {n_x} in X, {n_y} in Y", highlight=False)
+    if any(row.p_value is not None for row in rows):
+        console.print(
+            "p: permutation p-value (share of re-splits of the pooled rows with a KL at least "
+            "as large); null 95%: the 95th percentile of those KLs, what no drift gives",
+            highlight=False,
+        )
+    for note in notes or []:
+        console.print(f"note: {note}", highlight=False)
     for row in rows:
         for note in row.notes:
             console.print(f"note: {row.column}: {note}", highlight=False)
