@@ -26,6 +26,8 @@ Examples:
   kldiv estimate reference.csv current.csv --columns age,income --joint
 
   kldiv estimate before.npy after.npy --method knn --json
+
+  kldiv estimate reference.parquet current.parquet --dropna --bins 20
 """
 
 
