@@ -220,7 +220,10 @@ def _numeric_codes(x: Any, y: Any) -> tuple[list[Any], IntArray, IntArray] | Non
         return None  # empty samples get the error message; 1 and 1.0 mixed, the Python rule
     for name, values in (("x", x), ("y", y)):
         if values.dtype.kind == "f" and np.isnan(values).any():
-            raise ValueError(f"{name} has NaN labels; drop those samples or give them a label")
+            raise ValueError(
+                f"{name} has a missing label (nan) at index {int(np.argmax(np.isnan(values)))}; "
+                "drop those samples or give them a label"
+            )
     pooled = np.concatenate([x, y])
     distinct, first, inverse = np.unique(pooled, return_index=True, return_inverse=True)
     order = np.argsort(first, kind="stable")
@@ -234,15 +237,22 @@ def _labels(name: str, values: Any) -> list[Any]:
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"{name} must be 1-D (one label per sample), got shape {values.shape}")
-        if values.dtype.kind == "f" and np.isnan(values).any():
-            raise ValueError(f"{name} has NaN labels; drop those samples or give them a label")
         values = values.tolist()
     labels = list(values)
     if not labels:
         raise ValueError(f"{name} has no samples")
-    for label in labels:
-        if isinstance(label, float) and math.isnan(label):
-            raise ValueError(f"{name} has NaN labels; drop those samples or give them a label")
+    for index, label in enumerate(labels):
+        # Missing values are refused whatever their spelling (float NaN, None, pandas.NA),
+        # as for numbers: silently made a category, they would read as drift.
+        if (
+            (isinstance(label, float) and math.isnan(label))
+            or label is None
+            or type(label).__name__ == "NAType"
+        ):
+            raise ValueError(
+                f"{name} has a missing label ({label!r}) at index {index}; "
+                "drop those samples or give them a label"
+            )
         try:
             hash(label)
         except TypeError:
