@@ -127,9 +127,27 @@ def test_no_drift_columns_sit_inside_the_null(tables: Path, capsys) -> None:
     assert comment["p_value"] == 1.0
     assert comment["null_mean"] == pytest.approx(comment["kl"], rel=1e-9)
     assert any("free text or an identifier" in note for note in comment["notes"])
-    assert any("(K-1)/(2N) + (K-1)/(2M)" in note for note in comment["notes"])
     assert rows["city"]["p_value"] > 0.005
     assert rows["city"]["notes"] == []
+    # Ranked by the excess over the no-drift mean, the free-text column (excess 0) is not first.
+    excess = [row["kl"] - row["null_mean"] for row in document["columns"]]
+    assert excess == sorted(excess, reverse=True)
+    assert document["columns"][0]["column"] != "comment"
+
+
+def test_many_categories_get_the_bias_formula(tmp_path: Path, capsys) -> None:
+    rng = np.random.default_rng(3)
+    # 60 categories, 1000 rows each side: (K-1)/(2N) + (K-1)/(2M) = 0.059 nats without drift.
+    for name in ("a", "b"):
+        labels = [f"c{v}" for v in rng.integers(0, 60, 1000)]
+        pd.DataFrame({"shop": labels}).to_csv(tmp_path / f"{name}.csv", index=False)
+    document, _ = run_json(
+        capsys, str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--permutations", "20"
+    )
+    (row,) = document["columns"]
+    (note,) = row["notes"]
+    assert "60 categories for 1000 and 1000 values" in note
+    assert "(K-1)/(2N) + (K-1)/(2M) = 0.059 nats" in note
 
 
 def test_table_has_psi_null_and_p_columns(tables: Path, capsys) -> None:

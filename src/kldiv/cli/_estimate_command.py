@@ -180,8 +180,18 @@ def estimate_report(
                 "when the true KL is near 0; read it as no detectable drift"
             )
         results.append(_row(label, f"knn (k={k})", nearest, row_notes))
-    ordered = sorted(results, key=lambda r: -r.kl if np.isfinite(r.kl) else -np.inf)
-    return EstimateReport(ordered, notes)
+    return EstimateReport(sorted(results, key=_drift_first), notes)
+
+
+def _drift_first(row: ColumnEstimate) -> float:
+    """Sort key: the largest excess of the KL over its no-drift mean (or the KL) first.
+
+    Ranking by the excess keeps a column whose KL is all bias (free text, many categories)
+    from leading the table.
+    """
+    if not np.isfinite(row.kl):
+        return -np.inf
+    return -(row.kl - (row.null_mean if row.null_mean is not None else 0.0))
 
 
 def _check_k(k: int, group: list[ColumnPair]) -> None:
@@ -221,17 +231,21 @@ def _estimate(
 
 
 def _bias_note(categories: int, n: int, m: int) -> list[str]:
+    if categories > min(n, m) / 2:
+        # The first-order bias formula needs many counts per category; here it does not hold.
+        return [
+            f"{categories} categories for {n} and {m} values: most values occur once (free "
+            "text or an identifier?), so the KL reflects the number of categories, not drift; "
+            "read it against the permutation null"
+        ]
     bias = (categories - 1) / (2 * n) + (categories - 1) / (2 * m)
     if bias < NOISY_BIAS:
         return []
-    note = (
+    return [
         f"{categories} categories for {n} and {m} values: without drift the unsmoothed "
-        f"estimate averages (K-1)/(2N) + (K-1)/(2M) = {bias:.3g} nats; compare the KL with "
-        "the permutation null, not with 0"
-    )
-    if categories > min(n, m) / 2:
-        note += " (most values occur once: free text or an identifier says little here)"
-    return [note]
+        f"estimate averages about (K-1)/(2N) + (K-1)/(2M) = {bias:.3g} nats; compare the KL "
+        "with the permutation null, not with 0"
+    ]
 
 
 def _row(
@@ -310,7 +324,7 @@ def estimate_command(
     bins of X (KL and PSI), or by kNN with --method knn or --joint; other columns category by
     category, with a pseudo-count PRIOR. Each estimate comes with a permutation p-value and
     the 95th percentile of the estimates on re-splits of the pooled data: what the estimator
-    gives without drift. Largest KL first; all values in nats.
+    gives without drift. Largest excess of KL over that mean first; values in nats.
     """
     report = estimate_report(
         x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior, bins=bins,
