@@ -150,3 +150,29 @@ def test_table_lists_columns(samples, capsys) -> None:
     out = capsys.readouterr().out
     assert exited.value.code == 0
     assert out.index("colour") < out.index("weight")
+
+
+def test_joint_with_dropna_keeps_complete_rows(tmp_path, capsys) -> None:
+    rng = np.random.default_rng(40)
+    x = pd.DataFrame({"a": rng.normal(size=80), "b": rng.normal(size=80)})
+    y = pd.DataFrame({"a": rng.normal(0.5, 1, 70), "b": rng.normal(size=70)})
+    x.loc[3, "a"] = np.nan
+    x.loc[9, "b"] = np.nan
+    y.loc[0, "b"] = np.nan
+    x.to_csv(tmp_path / "x.csv", index=False)
+    y.to_csv(tmp_path / "y.csv", index=False)
+    out = run_json(
+        capsys, "estimate", str(tmp_path / "x.csv"), str(tmp_path / "y.csv"),
+        "--joint", "--dropna", "--permutations", "0", "--metric", "chebyshev",
+    )  # fmt: skip
+    (row,) = out["columns"]
+    assert (row["column"], row["method"]) == ("joint(a, b)", "knn (k=5, max-norm)")
+    xs, ys = x.dropna().to_numpy(), y.dropna().to_numpy()
+    assert (row["n_x"], row["n_y"]) == (78, 69)
+    scale = np.concatenate([xs, ys]).std(axis=0)
+    xs, ys = xs / scale, ys / scale
+    rho = cKDTree(xs).query(xs, k=6, p=np.inf)[0][:, 5]
+    nu = cKDTree(ys).query(xs, k=5, p=np.inf)[0][:, 4]
+    expected = 2 * np.mean(np.log(nu / rho)) + math.log(69 / 77)
+    assert row["kl"] == pytest.approx(expected, rel=1e-9)
+    assert any("left out 2 rows of" in note and "and 1 of" in note for note in out["notes"])

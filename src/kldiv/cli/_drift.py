@@ -56,6 +56,7 @@ def estimate_report(
     permutations: int,
     seed: int,
     dropna: bool,
+    metric: str = "euclidean",
 ) -> EstimateReport:
     """Estimate KL(X‖Y) for every chosen column, with a permutation null for each.
 
@@ -93,8 +94,8 @@ def estimate_report(
     elif method == "knn":
         groups = [[p] for p in continuous]
     by_bins = [] if groups else continuous
-    for group in groups:
-        _check_k(k, group)
+    # The kNN samples are assembled (and checked) before the first estimate, too.
+    samples = [_joint_sample(group, k, notes, x_path, y_path) for group in groups]
     rng = np.random.default_rng(seed)
     results = []
     for pair in by_counts:
@@ -113,28 +114,23 @@ def estimate_report(
             estimate.binned, pair.name, pair.x, pair.y, permutations, rng, bins=bins, prior=prior
         )
         results.append(_row(pair.name, f"binned ({binned[0].params['bins']} bins)", binned))
-    for group in groups:
-        x_values = np.column_stack([p.x for p in group])
-        y_values = np.column_stack([p.y for p in group])
-        if x_values.shape[1] > 1 and any(any(p.dropped) for p in group):
-            raise BadInput("--dropna", "--joint needs rows complete in every joint column")
+    for label, x_values, y_values in samples:
         # KL is invariant under one affine map applied to both samples; scaling the columns
         # alike keeps one column's units from dominating the joint nearest-neighbour distances.
         scale = np.concatenate([x_values, y_values]).std(axis=0)
         scale[scale == 0] = 1.0
-        label = (
-            group[0].name if len(group) == 1 else "joint(" + ", ".join(p.name for p in group) + ")"
-        )
         nearest = _estimate(
-            estimate.knn, label, x_values / scale, y_values / scale, permutations, rng, k=k
-        )
+            estimate.knn, label, x_values / scale, y_values / scale, permutations, rng, k=k,
+            metric=metric,
+        )  # fmt: skip
         row_notes = []
         if nearest[0].value < 0:
             row_notes.append(
                 "negative: the kNN estimator is biased on finite samples and can fall below 0 "
                 "when the true KL is near 0; read it as no detectable drift"
             )
-        results.append(_row(label, f"knn (k={k})", nearest, row_notes))
+        norm = "" if metric == "euclidean" else ", max-norm"
+        results.append(_row(label, f"knn (k={k}{norm})", nearest, row_notes))
     return EstimateReport(sorted(results, key=_drift_first), notes)
 
 
@@ -149,12 +145,44 @@ def _drift_first(row: ColumnEstimate) -> float:
     return -(row.kl - (row.null_mean if row.null_mean is not None else 0.0))
 
 
-def _check_k(k: int, group: list[ColumnPair]) -> None:
-    n, m = group[0].x.shape[0], group[0].y.shape[0]
+def _joint_sample(
+    group: list[ColumnPair], k: int, notes: list[str], x_path: Path, y_path: Path
+) -> tuple[str, np.ndarray, np.ndarray]:
+    """The label and the (rows, columns) samples of X and Y of a kNN group, checked.
+
+    Jointly, a row counts only where every column of the group has a value.
+    """
+    x_rows = np.logical_and.reduce([p.x_kept for p in group])
+    y_rows = np.logical_and.reduce([p.y_kept for p in group])
+    x_values = np.column_stack([p.x[x_rows[p.x_kept]] for p in group])
+    y_values = np.column_stack([p.y[y_rows[p.y_kept]] for p in group])
+    if len(group) > 1 and not (x_rows.all() and y_rows.all()):
+        notes.append(
+            f"joint columns: left out {int((~x_rows).sum())} rows of {x_path} and "
+            f"{int((~y_rows).sum())} of {y_path} with a missing value in one of them"
+        )
+    _check_rows(group, x_values.shape[0], y_values.shape[0], x_path, y_path)
+    _check_k(k, group[0].name, x_values.shape[0], y_values.shape[0])
+    label = group[0].name if len(group) == 1 else "joint(" + ", ".join(p.name for p in group) + ")"
+    return label, x_values, y_values
+
+
+def _check_rows(group: list[ColumnPair], n: int, m: int, x_path: Path, y_path: Path) -> None:
+    for size, path in ((n, x_path), (m, y_path)):
+        if size < MIN_VALUES:
+            names = ", ".join(repr(p.name) for p in group)
+            raise BadInput(
+                path,
+                f"has {size} rows with values in every joint column ({names}); estimating a "
+                f"divergence needs at least {MIN_VALUES} in each file",
+            )
+
+
+def _check_k(k: int, name: str, n: int, m: int) -> None:
     if not k < n or k > m:
         raise BadInput(
             "--k",
-            f"k = {k} is too large for column {group[0].name!r} with {n} values in X and {m} "
+            f"k = {k} is too large for column {name!r} with {n} values in X and {m} "
             f"in Y; the kNN estimator needs k < {n} and k <= {m}",
         )
 

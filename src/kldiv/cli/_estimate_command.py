@@ -26,6 +26,11 @@ Examples:
 """
 
 
+class Metric(str, Enum):
+    euclidean = "euclidean"
+    chebyshev = "chebyshev"
+
+
 class Method(str, Enum):
     auto = "auto"
     binned = "binned"
@@ -81,6 +86,9 @@ def estimate_command(
     k: Annotated[
         int, typer.Option(min=1, help="Neighbours for the kNN estimator (larger: less variance).")
     ] = 5,
+    metric: Annotated[
+        Metric, typer.Option(help="Norm of the kNN distances (chebyshev: the max-norm).")
+    ] = Metric.euclidean,
     prior: Annotated[
         float, typer.Option(min=0.0, help="Pseudo-count added to every category and bin.")
     ] = 0.5,
@@ -107,7 +115,7 @@ def estimate_command(
     """
     report = estimate_report(
         x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior, bins=bins,
-        permutations=permutations, seed=seed, dropna=dropna,
+        permutations=permutations, seed=seed, dropna=dropna, metric=metric.value,
     )  # fmt: skip
     if json_output:
         for note in report.notes:

@@ -118,7 +118,8 @@ class ColumnPair:
     ``numeric`` says whether the values are numbers in both files (then ``x`` and ``y`` are
     float64, so that 21 in one file and 21.0 in the other are the same value); otherwise they
     are the values as text (object arrays of str). Missing values are left out when
-    ``dropna`` was given; ``dropped`` counts them per file.
+    ``dropna`` was given; ``dropped`` counts them per file, and ``x_kept`` and ``y_kept`` mark
+    the rows of each file the values come from.
     """
 
     name: str
@@ -127,6 +128,8 @@ class ColumnPair:
     y: np.ndarray
     distinct: int
     dropped: tuple[int, int]
+    x_kept: np.ndarray
+    y_kept: np.ndarray
 
 
 def read_column(
@@ -154,7 +157,7 @@ def read_column(
             "make the two files agree, or leave the column out with --columns",
         )
     numeric = x_numbers is not None and y_numbers is not None
-    arrays, dropped = [], []
+    arrays, dropped, kept = [], [], []
     for column, numbers, path in ((x_column, x_numbers, x_path), (y_column, y_numbers, y_path)):
         if numeric:
             values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -171,6 +174,9 @@ def read_column(
             )
         arrays.append(values[~bad])
         dropped.append(int(bad.sum()))
+        kept.append(~bad)
     pooled = np.concatenate(arrays)
     distinct = len(np.unique(pooled)) if numeric else len(set(pooled.tolist()))
-    return ColumnPair(name, numeric, arrays[0], arrays[1], distinct, (dropped[0], dropped[1]))
+    return ColumnPair(
+        name, numeric, arrays[0], arrays[1], distinct, (dropped[0], dropped[1]), kept[0], kept[1]
+    )
