@@ -13,7 +13,7 @@ import pytest
 
 from kldiv._native import load
 from kldiv.estimate import knn
-from kldiv.estimate._knn import _native_distances, _tree_distances
+from kldiv.estimate._knn import Metric, _native_distances, _tree_distances
 
 native = load("knn")
 pytestmark = pytest.mark.skipif(native is None, reason="compiled kernels not built")
@@ -60,12 +60,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
 @pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize(("case", "d", "k"), CASES)
-def test_distances_equal_the_cktree_path(case: str, d: int, k: int, adaptive: bool) -> None:
+def test_distances_equal_the_cktree_path(
+    case: str, d: int, k: int, adaptive: bool, metric: Metric
+) -> None:
     x, y = _samples(case, d, seed=d * 100 + k)
-    expected = _tree_distances(x, y, k=k, adaptive=adaptive)
-    result = _native_distances(native, x, y, k=k, adaptive=adaptive)
+    expected = _tree_distances(x, y, k=k, adaptive=adaptive, metric=metric)
+    result = _native_distances(native, x, y, k=k, adaptive=adaptive, metric=metric)
     np.testing.assert_array_equal(result[0], expected[0])
     np.testing.assert_array_equal(result[1], expected[1])
     if expected[2] is None:
@@ -76,17 +79,18 @@ def test_distances_equal_the_cktree_path(case: str, d: int, k: int, adaptive: bo
     assert result[3] == expected[3]
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
 @pytest.mark.parametrize("adaptive", [False, True])
 @pytest.mark.parametrize("case", ["random", "duplicates"])
 def test_value_equals_the_cktree_path(
-    case: str, adaptive: bool, monkeypatch: pytest.MonkeyPatch
+    case: str, adaptive: bool, metric: Metric, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     x, y = _samples(case, 3, seed=11)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        compiled = knn(x, y, k=2, adaptive=adaptive)
+        compiled = knn(x, y, k=2, adaptive=adaptive, metric=metric)
         monkeypatch.setenv("KLDIV_NATIVE", "0")
-        fallback = knn(x, y, k=2, adaptive=adaptive)
+        fallback = knn(x, y, k=2, adaptive=adaptive, metric=metric)
     assert compiled.value == fallback.value
     assert compiled.stderr == fallback.stderr
     assert compiled.params == fallback.params
@@ -129,3 +133,15 @@ def test_mismatched_buffers_are_refused() -> None:
         native.neighbour_distances(x, y, 2, 1, 1, np.empty(4), np.empty(4), copies, np.empty(4))
     with pytest.raises(ValueError, match="dimension and k must be at least 1"):
         native.neighbour_distances(x, y, 2, 0, 1, np.empty(4), np.empty(4), copies)
+
+
+def test_max_norm_distances_equal_cktree_p_inf_directly() -> None:
+    """Against scipy's own cKDTree(p=inf) query, not through kldiv's fallback code."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(900, 4)), rng.normal(0.2, 1.1, size=(800, 4))
+    rho, nu, _, copies = _native_distances(native, x, y, k=3, adaptive=False, metric="chebyshev")
+    np.testing.assert_array_equal(rho, cKDTree(x).query(x, k=4, p=np.inf)[0][:, 3])
+    np.testing.assert_array_equal(nu, cKDTree(y).query(x, k=3, p=np.inf)[0][:, 2])
+    assert copies == 0

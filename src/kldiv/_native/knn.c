@@ -6,11 +6,15 @@
  * the Python module). With `within` it also counts, for the adaptive variant, the points of x
  * and of y at distance in (0, max(ρ, ν)] and the largest such distance.
  *
- * Distances equal scipy.spatial.cKDTree's bit for bit: the squared distance is summed in the
- * same order as scipy's sqeuclidean_distance_double (four running sums over blocks of four
- * coordinates, added left to right, then the remaining coordinates one by one), without
- * contraction into FMA (setup.py compiles in ISO C mode, where GCC does not contract), and
- * the distance is its correctly rounded square root.
+ * Two norms: the Euclidean (the default) and the max-norm (Chebyshev, `chebyshev` = 1), which
+ * NPEET and KSG-style estimators use. Distances equal scipy.spatial.cKDTree's (p = 2 and
+ * p = inf) bit for bit. Euclidean: the squared distance is summed in the same order as scipy's
+ * sqeuclidean_distance_double (four running sums over blocks of four coordinates, added left
+ * to right, then the remaining coordinates one by one), without contraction into FMA (setup.py
+ * compiles in ISO C mode, where GCC does not contract), and the distance is its correctly
+ * rounded square root. Max-norm: the largest absolute coordinate difference, which is exact
+ * whatever the order. Below, a "squared distance" is the max-norm distance itself under the
+ * max-norm; only the final square root is left out.
  *
  * Pruning is exact too. A node's lower bound is the same sum over the gaps between the query
  * and the node's tight bounding box, and each gap is at most the matching coordinate
@@ -59,9 +63,19 @@ static void tree_free(struct tree *tree) {
     memset(tree, 0, sizeof *tree);
 }
 
-/* Squared distance in scipy's order; `gap(i)` is the i-th coordinate difference. */
-#define KL_SQUARED_SUM(result, d, gap)                                                       \
+/* Squared distance in scipy's order; `gap(i)` is the i-th coordinate difference (nonnegative
+ * under the max-norm, where the result is the largest gap). */
+#define KL_SQUARED_SUM(result, d, gap, cheb)                                                 \
     do {                                                                                     \
+        if (cheb) {                                                                          \
+            double max_ = 0.0;                                                               \
+            for (int i_ = 0; i_ < (d); ++i_) {                                               \
+                double g_ = gap(i_);                                                         \
+                max_ = g_ > max_ ? g_ : max_;                                                \
+            }                                                                                \
+            (result) = max_;                                                                 \
+            break;                                                                           \
+        }                                                                                    \
         int full_ = (d) & ~3;                                                                \
         double acc0_ = 0.0, acc1_ = 0.0, acc2_ = 0.0, acc3_ = 0.0;                           \
         for (int b_ = 0; b_ < full_; b_ += 4) {                                              \
@@ -84,21 +98,35 @@ KLDIV_INLINE double positive_part(double value) { return value > 0.0 ? value : 0
 /* Lower bound on the squared distance from q to any point of the box [low, high]. At most one
  * of the two parts of a gap is nonzero, and adding 0 is exact, so the gap is low - q, q - high
  * or 0; written this way it needs no branches. */
-KLDIV_INLINE double box_distance(const double *q, const double *low, const double *high, int d) {
+KLDIV_INLINE double box_distance(const double *q, const double *low, const double *high, int d,
+                                 int cheb) {
     double gaps[d];
     for (int i = 0; i < d; ++i) gaps[i] = positive_part(low[i] - q[i]) + positive_part(q[i] - high[i]);
 #define BOX_GAP(i) gaps[i]
     double result;
-    KL_SQUARED_SUM(result, d, BOX_GAP);
+    KL_SQUARED_SUM(result, d, BOX_GAP, cheb);
     return result;
 #undef BOX_GAP
 }
 
 /* Squared distances from q to the LEAF_SIZE points of one block, in scipy's order. */
-KLDIV_INLINE void block_distances(const double *q, const double *block, int d, double *out) {
+KLDIV_INLINE void block_distances(const double *q, const double *block, int d, int cheb,
+                                  double *out) {
     double acc[4][LEAF_SIZE];
     int full = d & ~3;
     for (int j = 0; j < LEAF_SIZE; ++j) out[j] = 0.0;
+    if (cheb) {
+        /* fabs(inf) of the padding is inf, never a finite distance, as in the Euclidean case */
+        for (int i = 0; i < d; ++i) {
+            const double *c = block + i * LEAF_SIZE;
+            double qv = q[i];
+            for (int j = 0; j < LEAF_SIZE; ++j) {
+                double g = fabs(qv - c[j]);
+                out[j] = g > out[j] ? g : out[j];
+            }
+        }
+        return;
+    }
     if (full) {
         for (int r = 0; r < 4; ++r)
             for (int j = 0; j < LEAF_SIZE; ++j) acc[r][j] = 0.0;
@@ -240,13 +268,13 @@ struct stack_entry {
 /* Lower bound on the squared distance between a point of box [low_a, high_a] and one of box
  * [low_b, high_b]: each gap is at most the matching coordinate difference of any such pair. */
 KLDIV_INLINE double boxes_distance(const double *low_a, const double *high_a,
-                                   const double *low_b, const double *high_b, int d) {
+                                   const double *low_b, const double *high_b, int d, int cheb) {
     double gaps[d];
     for (int i = 0; i < d; ++i)
         gaps[i] = positive_part(low_b[i] - high_a[i]) + positive_part(low_a[i] - high_b[i]);
 #define BOX_GAP(i) gaps[i]
     double result;
-    KL_SQUARED_SUM(result, d, BOX_GAP);
+    KL_SQUARED_SUM(result, d, BOX_GAP, cheb);
     return result;
 #undef BOX_GAP
 }
@@ -264,11 +292,11 @@ struct group {
 
 /* Scans one leaf for query j of the group, keeping its k smallest positive squared distances
  * in best (ascending). */
-KLDIV_INLINE void scan_leaf(const struct tree *t, int32_t node, const double *q, int d, int k,
-                            double *best, double *worst, int *found, int *zeros) {
+KLDIV_INLINE void scan_leaf(const struct tree *t, int32_t node, const double *q, int d, int cheb,
+                            int k, double *best, double *worst, int *found, int *zeros) {
     double distances[LEAF_SIZE];
     for (Py_ssize_t p = t->start[node]; p < t->end[node]; p += LEAF_SIZE) {
-        block_distances(q, tree_block(t, p), d, distances);
+        block_distances(q, tree_block(t, p), d, cheb, distances);
         double nearest = INFINITY;
         int zero_count = 0;
         for (int j = 0; j < LEAF_SIZE; ++j) {
@@ -302,14 +330,14 @@ KLDIV_INLINE void scan_leaf(const struct tree *t, int32_t node, const double *q,
  * whether any query is nearer to the box than its k-th distance so far. One vector loop over
  * the queries, whose coordinates the block holds coordinate by coordinate. */
 KLDIV_INLINE int any_query_nearer(const struct group *g, const double *low, const double *high,
-                                  int d, double *bound) {
+                                  int d, int cheb, double *bound) {
     int nearer = 0;
     for (int j = 0; j < LEAF_SIZE; ++j) {
 #define QUERY_GAP(i)                                                                         \
     (positive_part(low[i] - g->block[(i) * LEAF_SIZE + j]) +                                 \
      positive_part(g->block[(i) * LEAF_SIZE + j] - high[i]))
         double distance;
-        KL_SQUARED_SUM(distance, d, QUERY_GAP);
+        KL_SQUARED_SUM(distance, d, QUERY_GAP, cheb);
 #undef QUERY_GAP
         bound[j] = distance;
         nearer |= distance < g->worst[j];
@@ -323,8 +351,8 @@ KLDIV_INLINE int any_query_nearer(const struct group *g, const double *low, cons
  * group's box first; a node is entered only when some query is nearer to its box than that
  * query's k-th distance so far, and a leaf is scanned only for those queries. `best` is
  * scratch for k entries per query. */
-KLDIV_INLINE void group_kth_positive(const struct tree *t, struct group *g, int d, int k,
-                                     double *best) {
+KLDIV_INLINE void group_kth_positive(const struct tree *t, struct group *g, int d, int cheb,
+                                     int k, double *best) {
     struct stack_entry stack[MAX_DEPTH];
     double bound[LEAF_SIZE];
     int top = 0;
@@ -337,22 +365,22 @@ KLDIV_INLINE void group_kth_positive(const struct tree *t, struct group *g, int 
     int32_t node = 0;
     for (;;) {
         const double *low = t->low + (Py_ssize_t)node * d, *high = t->high + (Py_ssize_t)node * d;
-        if (!any_query_nearer(g, low, high, d, bound)) {
+        if (!any_query_nearer(g, low, high, d, cheb, bound)) {
             /* every query's k-th distance is at most its bound: nothing here can lower it */
         } else if (t->left[node] < 0) {
             group_worst = 0.0;
             for (int j = 0; j < g->count; ++j) {
                 if (bound[j] < g->worst[j])
-                    scan_leaf(t, node, g->q + j * d, d, k, best + (Py_ssize_t)j * k,
+                    scan_leaf(t, node, g->q + j * d, d, cheb, k, best + (Py_ssize_t)j * k,
                               &g->worst[j], &g->found[j], &g->zeros[j]);
                 group_worst = g->worst[j] > group_worst ? g->worst[j] : group_worst;
             }
         } else {
             int32_t near = t->left[node], far = t->right[node];
             double near_bound = boxes_distance(g->low, g->high, t->low + (Py_ssize_t)near * d,
-                                               t->high + (Py_ssize_t)near * d, d);
+                                               t->high + (Py_ssize_t)near * d, d, cheb);
             double far_bound = boxes_distance(g->low, g->high, t->low + (Py_ssize_t)far * d,
-                                              t->high + (Py_ssize_t)far * d, d);
+                                              t->high + (Py_ssize_t)far * d, d, cheb);
             if (far_bound < near_bound) {
                 int32_t swap = near;
                 near = far;
@@ -377,8 +405,8 @@ KLDIV_INLINE void group_kth_positive(const struct tree *t, struct group *g, int 
 
 /* Counts the points at distance in (0, radius] from q, and returns the largest such distance
  * in *farthest (distances compared after the square root, as the Python path does). */
-KLDIV_INLINE double count_within(const struct tree *t, const double *q, int d, double radius,
-                                 double *farthest) {
+KLDIV_INLINE double count_within(const struct tree *t, const double *q, int d, int cheb,
+                                 double radius, double *farthest) {
     double distances[LEAF_SIZE];
     int32_t stack[MAX_DEPTH];
     int top = 0;
@@ -387,18 +415,18 @@ KLDIV_INLINE double count_within(const struct tree *t, const double *q, int d, d
     while (top > 0) {
         int32_t node = stack[--top];
         /* sqrt is monotone, so this bound is at most every distance in the box. */
-        if (sqrt(box_distance(q, t->low + (Py_ssize_t)node * d, t->high + (Py_ssize_t)node * d,
-                              d)) > radius)
-            continue;
+        double bound = box_distance(q, t->low + (Py_ssize_t)node * d,
+                                    t->high + (Py_ssize_t)node * d, d, cheb);
+        if ((cheb ? bound : sqrt(bound)) > radius) continue;
         if (t->left[node] >= 0) {
             stack[top++] = t->right[node];
             stack[top++] = t->left[node];
             continue;
         }
         for (Py_ssize_t p = t->start[node]; p < t->end[node]; p += LEAF_SIZE) {
-            block_distances(q, tree_block(t, p), d, distances);
+            block_distances(q, tree_block(t, p), d, cheb, distances);
             for (int j = 0; j < LEAF_SIZE; ++j) {
-                double distance = sqrt(distances[j]);
+                double distance = cheb ? distances[j] : sqrt(distances[j]);
                 int inside = distance > 0.0 && distance <= radius;
                 count += inside ? 1.0 : 0.0;
                 largest = inside && distance > largest ? distance : largest;
@@ -412,6 +440,7 @@ KLDIV_INLINE double count_within(const struct tree *t, const double *q, int d, d
 struct query_job {
     const struct tree *x, *y;
     int k;
+    int chebyshev;     /* 1: max-norm, 0: Euclidean */
     double *rho, *nu;  /* per row of x */
     double *within;    /* NULL, or 4 × n: l count, largest ρ, k count, largest ν */
     double *scratch;   /* scratch_size per thread, handed out in turn */
@@ -425,7 +454,7 @@ struct query_job {
  * the other threads: a thread slowed down by other work on its core then takes fewer. The
  * dimension d is a constant where the caller passes one, so that the compiler unrolls the
  * coordinate loops. */
-KLDIV_INLINE void query_blocks(struct query_job *job, int d) {
+KLDIV_INLINE void query_blocks(struct query_job *job, int d, int cheb) {
     const struct tree *x = job->x;
     int k = job->k;
     int slot = __atomic_fetch_add(&job->next_scratch, 1, __ATOMIC_RELAXED);
@@ -454,14 +483,14 @@ KLDIV_INLINE void query_blocks(struct query_job *job, int d) {
         }
         double rho[LEAF_SIZE];
         int zeros_x[LEAF_SIZE];
-        group_kth_positive(x, &g, d, k, best);
+        group_kth_positive(x, &g, d, cheb, k, best);
         for (int j = 0; j < g.count; ++j) {
-            rho[j] = g.found[j] == k ? sqrt(g.worst[j]) : -1.0;
+            rho[j] = g.found[j] == k ? (cheb ? g.worst[j] : sqrt(g.worst[j])) : -1.0;
             zeros_x[j] = g.zeros[j];
         }
-        group_kth_positive(job->y, &g, d, k, best);
+        group_kth_positive(job->y, &g, d, cheb, k, best);
         for (int j = 0; j < g.count; ++j) {
-            double nu = g.found[j] == k ? sqrt(g.worst[j]) : -1.0;
+            double nu = g.found[j] == k ? (cheb ? g.worst[j] : sqrt(g.worst[j])) : -1.0;
             Py_ssize_t row = x->order[first + j];
             copies_x += zeros_x[j] > 1; /* the first zero is x_i itself */
             copies_y += g.zeros[j] > 0;
@@ -469,9 +498,10 @@ KLDIV_INLINE void query_blocks(struct query_job *job, int d) {
             job->nu[row] = nu;
             if (job->within && rho[j] > 0.0 && nu > 0.0) {
                 double radius = rho[j] > nu ? rho[j] : nu, farthest;
-                job->within[row] = count_within(x, g.q + j * d, d, radius, &farthest);
+                job->within[row] = count_within(x, g.q + j * d, d, cheb, radius, &farthest);
                 job->within[n + row] = farthest;
-                job->within[2 * n + row] = count_within(job->y, g.q + j * d, d, radius, &farthest);
+                job->within[2 * n + row] =
+                    count_within(job->y, g.q + j * d, d, cheb, radius, &farthest);
                 job->within[3 * n + row] = farthest;
             }
         }
@@ -484,17 +514,24 @@ KLDIV_TARGETS
 static void query_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
     (void)begin, (void)end; /* one call per thread; the blocks are handed out in query_blocks */
     struct query_job *job = (struct query_job *)context;
-    switch (job->x->d) {
-    case 1: query_blocks(job, 1); break;
-    case 2: query_blocks(job, 2); break;
-    case 3: query_blocks(job, 3); break;
-    case 4: query_blocks(job, 4); break;
-    case 5: query_blocks(job, 5); break;
-    case 6: query_blocks(job, 6); break;
-    case 7: query_blocks(job, 7); break;
-    case 8: query_blocks(job, 8); break;
-    default: query_blocks(job, job->x->d);
+#define KL_QUERY_BY_DIMENSION(cheb)                                                          \
+    switch (job->x->d) {                                                                     \
+    case 1: query_blocks(job, 1, cheb); break;                                               \
+    case 2: query_blocks(job, 2, cheb); break;                                               \
+    case 3: query_blocks(job, 3, cheb); break;                                               \
+    case 4: query_blocks(job, 4, cheb); break;                                               \
+    case 5: query_blocks(job, 5, cheb); break;                                               \
+    case 6: query_blocks(job, 6, cheb); break;                                               \
+    case 7: query_blocks(job, 7, cheb); break;                                               \
+    case 8: query_blocks(job, 8, cheb); break;                                               \
+    default: query_blocks(job, job->x->d, cheb);                                             \
     }
+    if (job->chebyshev) {
+        KL_QUERY_BY_DIMENSION(1)
+    } else {
+        KL_QUERY_BY_DIMENSION(0)
+    }
+#undef KL_QUERY_BY_DIMENSION
 }
 
 struct build_job {
@@ -523,10 +560,10 @@ static int check_buffer(const Py_buffer *buffer, Py_ssize_t entries, Py_ssize_t 
 
 static PyObject *neighbour_distances(PyObject *self, PyObject *args) {
     Py_buffer x, y, rho, nu, copies, within = {0};
-    int d, k, threads;
+    int d, k, threads, chebyshev = 0;
     PyObject *within_object = Py_None;
-    if (!PyArg_ParseTuple(args, "y*y*iiiw*w*w*|O", &x, &y, &d, &k, &threads, &rho, &nu,
-                          &copies, &within_object))
+    if (!PyArg_ParseTuple(args, "y*y*iiiw*w*w*|Op", &x, &y, &d, &k, &threads, &rho, &nu,
+                          &copies, &within_object, &chebyshev))
         return NULL;
     PyObject *result = NULL;
     int has_within = within_object != Py_None;
@@ -565,7 +602,7 @@ static PyObject *neighbour_distances(PyObject *self, PyObject *args) {
     kl_parallel_for(threads < 2 ? 1 : 2, 2, build_range, &build);
     failed = build.failed[0] || build.failed[1] || scratch == NULL;
     if (!failed) {
-        struct query_job job = {&build.trees[0], &build.trees[1], k, rho.buf, nu.buf,
+        struct query_job job = {&build.trees[0], &build.trees[1], k, chebyshev, rho.buf, nu.buf,
                                 has_within ? within.buf : NULL, scratch, scratch_size, 0,
                                 query_blocks_count, 0, {0, 0}};
         kl_parallel_for(threads, threads, query_range, &job);
@@ -591,12 +628,13 @@ done:
 
 static PyMethodDef methods[] = {
     {"neighbour_distances", neighbour_distances, METH_VARARGS,
-     "neighbour_distances(x, y, d, k, threads, rho, nu, copies, within=None)\n\n"
+     "neighbour_distances(x, y, d, k, threads, rho, nu, copies, within=None, chebyshev=False)\n\n"
      "For each row of x (n × d float64, C order) against x and against y (m × d): rho[i] and\n"
-     "nu[i] get the k-th smallest positive Euclidean distance (-1 where fewer than k points are\n"
-     "at positive distance); copies (2 int64) gets the number of rows with an exact copy in\n"
-     "x and in y. With within (4 × n float64): the count of points of x at distance in\n"
-     "(0, max(rho, nu)], the largest such distance, and the same two for y."},
+     "nu[i] get the k-th smallest positive distance (-1 where fewer than k points are at\n"
+     "positive distance), Euclidean or, with chebyshev true, in the max-norm; copies (2 int64)\n"
+     "gets the number of rows with an exact copy in x and in y. With within (4 × n float64):\n"
+     "the count of points of x at distance in (0, max(rho, nu)], the largest such distance,\n"
+     "and the same two for y."},
     {NULL, NULL, 0, NULL},
 };
 

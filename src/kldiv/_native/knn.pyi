@@ -10,5 +10,6 @@ def neighbour_distances(
     nu: Buffer,
     copies: Buffer,
     within: Buffer | None = None,
+    chebyshev: bool = False,
     /,
 ) -> None: ...

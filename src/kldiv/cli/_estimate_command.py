@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import numpy as np
 import typer
 
-from kldiv.cli._tables import (
-    category_labels,
-    choose_columns,
-    is_categorical,
-    numeric_values,
-    open_table,
-)
+from kldiv.cli._drift import ColumnEstimate, estimate_report
 
 EPILOG = """\
 Examples:
@@ -29,26 +21,21 @@ Examples:
   kldiv estimate reference.csv current.csv --columns age,income --joint
 
   kldiv estimate before.npy after.npy --method knn --json
+
+  kldiv estimate reference.parquet current.parquet --dropna --bins 20
 """
+
+
+class Metric(str, Enum):
+    euclidean = "euclidean"
+    chebyshev = "chebyshev"
 
 
 class Method(str, Enum):
     auto = "auto"
+    binned = "binned"
     knn = "knn"
     counts = "counts"
-
-
-@dataclass(frozen=True)
-class ColumnEstimate:
-    """KL(X‖Y) of one column (or of several numeric columns taken jointly)."""
-
-    column: str
-    method: str
-    kl: float
-    stderr: float
-    n_x: int
-    n_y: int
-    notes: tuple[str, ...] = ()
 
 
 def run_estimate(
@@ -60,49 +47,16 @@ def run_estimate(
     method: str,
     k: int,
     prior: float,
+    bins: int = 10,
+    permutations: int = 200,
+    seed: int = 0,
+    dropna: bool = False,
 ) -> list[ColumnEstimate]:
-    """Estimate KL(X‖Y) for every chosen column, largest first."""
-    from kldiv import estimate
-
-    x, y = open_table(x_path), open_table(y_path)
-    names = choose_columns(x, y, x_path, y_path, columns)
-    by_counts = [c for c in names if method == "counts" or is_categorical(x[c])]
-    numeric = [c for c in names if c not in by_counts]
-    groups = [numeric] if joint and numeric else [[c] for c in numeric]
-    # Every column is read and checked before the first estimate, so bad input fails fast.
-    categories = {c: (category_labels(x[c]), category_labels(y[c])) for c in by_counts}
-    samples = {c: (numeric_values(x[c], x_path), numeric_values(y[c], y_path)) for c in numeric}
-    results = []
-    for name, (x_labels, y_labels) in categories.items():
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = estimate.categorical(x_labels, y_labels, prior=prior)
-        method_name = f"counts (prior {prior:g})"
-        results.append(_row(name, method_name, value, (len(x_labels), len(y_labels)), caught))
-    for group in groups:
-        x_values = np.column_stack([samples[c][0] for c in group])
-        y_values = np.column_stack([samples[c][1] for c in group])
-        # KL is invariant under one affine map applied to both samples; scaling the columns
-        # alike keeps one column's units from dominating the joint nearest-neighbour distances.
-        scale = np.concatenate([x_values, y_values]).std(axis=0)
-        scale[scale == 0] = 1.0
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = estimate.knn(x_values / scale, y_values / scale, k=k)
-        label = group[0] if len(group) == 1 else "joint(" + ", ".join(group) + ")"
-        results.append(_row(label, f"knn (k={k})", value, (len(x_values), len(y_values)), caught))
-    return sorted(results, key=lambda r: -r.kl if np.isfinite(r.kl) else -np.inf)
-
-
-def _row(
-    column: str,
-    method: str,
-    value: Any,
-    sizes: tuple[int, int],
-    caught: list[warnings.WarningMessage],
-) -> ColumnEstimate:
-    notes = tuple(str(w.message) for w in caught)
-    return ColumnEstimate(column, method, float(value.value), float(value.stderr), *sizes, notes)
+    """Estimate KL(X‖Y) for every chosen column, largest first (see :func:`estimate_report`)."""
+    return estimate_report(
+        x_path, y_path, columns=columns, joint=joint, method=method, k=k, prior=prior,
+        bins=bins, permutations=permutations, seed=seed, dropna=dropna,
+    ).columns  # fmt: skip
 
 
 def estimate_command(
@@ -112,52 +66,109 @@ def estimate_command(
         str | None, typer.Option(help="Comma-separated columns (default: all shared).")
     ] = None,
     joint: Annotated[
-        bool, typer.Option("--joint", help="Treat the numeric columns as one vector.")
+        bool, typer.Option("--joint", help="Treat the numeric columns as one vector (kNN).")
     ] = False,
     method: Annotated[
         Method,
-        typer.Option(help="auto: counts for text, categories and integers, kNN for floats."),
+        typer.Option(
+            help="For numeric columns with more than BINS values: auto/binned: quantile bins "
+            "of X; knn: nearest neighbours; counts: every value its own category."
+        ),
     ] = Method.auto,
+    bins: Annotated[
+        int,
+        typer.Option(
+            min=2,
+            help="Quantile bins; numeric columns with at most BINS values are "
+            "counted value by value.",
+        ),
+    ] = 10,
     k: Annotated[
         int, typer.Option(min=1, help="Neighbours for the kNN estimator (larger: less variance).")
     ] = 5,
+    metric: Annotated[
+        Metric, typer.Option(help="Norm of the kNN distances (chebyshev: the max-norm).")
+    ] = Metric.euclidean,
     prior: Annotated[
-        float, typer.Option(min=0.0, help="Pseudo-count added to every category.")
+        float, typer.Option(min=0.0, help="Pseudo-count added to every category and bin.")
     ] = 0.5,
+    permutations: Annotated[
+        int,
+        typer.Option(min=0, help="Re-splits of the pooled data for the no-drift null (0: none)."),
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the permutations.")] = 0,
+    dropna: Annotated[
+        bool, typer.Option("--dropna", help="Leave out missing values (else they are an error).")
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of a table.")
     ] = False,
 ) -> None:
     """Estimate KL(X‖Y) between two data samples for each shared column.
 
-    Categorical columns are compared by their category counts (with a pseudo-count PRIOR per
-    category, so that a category missing from Y does not give infinity); numeric columns by
-    the k-nearest-neighbour estimator. The table lists the columns by divergence, largest
-    first, with standard errors: the columns that drifted most come first. All values in nats.
+    Values are compared as values: a column of numbers in both files is numeric whatever its
+    dtype. Numeric columns with more than BINS distinct values are compared over BINS quantile
+    bins of X (KL and PSI), or by kNN with --method knn or --joint; other columns category by
+    category, with a pseudo-count PRIOR. Each estimate comes with a permutation p-value and
+    the 95th percentile of the estimates on re-splits of the pooled data: what the estimator
+    gives without drift. Largest excess of KL over that mean first; values in nats.
     """
-    rows = run_estimate(x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior)
+    report = estimate_report(
+        x, y, columns=columns, joint=joint, method=method.value, k=k, prior=prior, bins=bins,
+        permutations=permutations, seed=seed, dropna=dropna, metric=metric.value,
+    )  # fmt: skip
     if json_output:
-        document = {"x": str(x), "y": str(y), "units": "nats", "columns": [asdict(r) for r in rows]}
+        for note in report.notes:
+            typer.echo(f"kldiv: note: {note}", err=True)
+        document = {
+            "x": str(x),
+            "y": str(y),
+            "units": "nats",
+            "columns": [asdict(r) for r in report.columns],
+            "notes": report.notes,
+            "permutations": permutations,
+            "seed": seed,
+        }
         sys.stdout.write(json.dumps(document) + "\n")
     else:
-        print_estimates(rows, f"KL({x} ‖ {y}) per column, in nats")
+        print_estimates(report.columns, f"KL({x} ‖ {y}) per column, in nats", report.notes)
 
 
-def print_estimates(rows: list[ColumnEstimate], title: str) -> None:
+def print_estimates(rows: list[ColumnEstimate], title: str, notes: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def fixed(value: float | None, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
     table = Table(title=title)
-    for name, justify in (("column", "left"), ("method", "left"), ("KL", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    table.add_column("± stderr", justify="right")
-    table.add_column("rows X / Y", justify="right")
+    # Names and numbers are never cut; on a narrow terminal the method column wraps instead.
+    widest = max((len(row.column) for row in rows), default=6)
+    table.add_column("column", no_wrap=True, min_width=min(widest, 40))
+    table.add_column("method", min_width=9)
+    sizes = {(row.n_x, row.n_y) for row in rows}
+    headers = ["KL", "± se", "PSI", "null 95%", "p"] + (["rows X/Y"] if len(sizes) > 1 else [])
+    for name in headers:
+        table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
-        table.add_row(
-            row.column, row.method, f"{row.kl:.4g}", f"{row.stderr:.2g}", f"{row.n_x} / {row.n_y}"
-        )
+        cells = [
+            row.column, row.method, f"{row.kl:.3g}", f"{row.stderr:.2g}", fixed(row.psi, ".3g"),
+            fixed(row.null_q95, ".3g"), fixed(row.p_value, ".2g"), f"{row.n_x}/{row.n_y}",
+        ]  # fmt: skip
+        table.add_row(*cells[: len(headers) + 2])
     console = Console()
     console.print(table)
+    if len(sizes) == 1:
+        ((n_x, n_y),) = sizes
+        console.print(f"rows: {n_x} in X, {n_y} in Y", highlight=False)
+    if any(row.p_value is not None for row in rows):
+        console.print(
+            "p: permutation p-value (share of re-splits of the pooled rows with a KL at least "
+            "as large); null 95%: the 95th percentile of those KLs, what no drift gives",
+            highlight=False,
+        )
+    for note in notes or []:
+        console.print(f"note: {note}", highlight=False)
     for row in rows:
         for note in row.notes:
             console.print(f"note: {row.column}: {note}", highlight=False)

@@ -25,9 +25,10 @@ def bootstrap(
 ) -> KLResult:
     r"""Re-run ``estimator`` on resampled data and report the spread as its standard error.
 
-    .. math::
-        \mathrm{se}_{\mathrm{boot}} = \operatorname{sd}\big(\widehat{D}^{*1}, \dots,
-        \widehat{D}^{*B}\big)
+    $$
+    \mathrm{se}_{\mathrm{boot}} = \operatorname{sd}\big(\widehat{D}^{*1}, \dots,
+    \widehat{D}^{*B}\big)
+    $$
 
     where each replicate draws every sample with replacement (Efron & Tibshirani, *An
     Introduction to the Bootstrap*, 1993, ch. 6). The value returned is the estimate on the

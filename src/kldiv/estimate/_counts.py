@@ -1,19 +1,41 @@
 r"""Plug-in KL from category counts, with pseudo-count smoothing.
 
-With counts c_P, c_Q over K categories and a pseudo-count a added to every category,
+With counts $c_P$, $c_Q$ over K categories and a pseudo-count a added to every category,
 
-.. math::
-    \hat p_j = \frac{c_{P,j} + a}{N_P + K a}, \qquad \hat q_j = \frac{c_{Q,j} + a}{N_Q + K a},
-    \qquad \widehat{\mathrm{KL}} = \sum_j \hat p_j \log\frac{\hat p_j}{\hat q_j}.
+$$
+\hat p_j = \frac{c_{P,j} + a}{N_P + K a}, \qquad \hat q_j = \frac{c_{Q,j} + a}{N_Q + K a},
+\qquad \widehat{\mathrm{KL}} = \sum_j \hat p_j \log\frac{\hat p_j}{\hat q_j}.
+$$
 
-With a = 0 (the default) a category seen in P but never in Q gives +inf, which is the plug-in
-value but rarely what one wants: pass ``prior="laplace"`` (a = 1), ``"jeffreys"`` (a = ½),
-``"perks"`` (a = 1/K) or any a > 0 to smooth. The standard error is the delta method under
+The default a = ½ (Jeffreys, ``prior="jeffreys"``, also the default of ``kldiv estimate``)
+keeps the value finite when a category seen in P is missing from Q. With a = 0 such a
+category gives +inf, the unsmoothed plug-in value; ``"laplace"`` (a = 1), ``"perks"``
+(a = 1/K) or any a ≥ 0 can be passed. The standard error is the delta method under
 multinomial sampling of both count vectors,
 
-.. math::
-    \mathrm{Var} \approx \frac{1}{N_P}\operatorname{Var}_{\hat p}\!\left[\log\frac{\hat p}{\hat q}\right]
-    + \frac{1}{N_Q}\left(\sum_j \frac{\hat p_j^2}{\hat q_j} - 1\right).
+$$
+\mathrm{Var} \approx \frac{1}{N_P}\operatorname{Var}_{\hat p}\!\left[\log\frac{\hat p}{\hat q}\right]
++ \frac{1}{N_Q}\left(\sum_j \frac{\hat p_j^2}{\hat q_j} - 1\right).
+$$
+
+**Bias.** With a = 0 and both samples from one distribution over K categories (all of
+positive probability), the estimate is not 0 but on average
+
+$$
+\mathbb{E}\,\widehat{\mathrm{KL}} \approx \frac{K-1}{2N_P} + \frac{K-1}{2N_Q},
+$$
+
+because $2\,\widehat{\mathrm{KL}}$ is close to Pearson's $\chi^2$ statistic divided by
+$N_P N_Q/(N_P + N_Q)$, which has K − 1 degrees of freedom: (K − 1)/N for two samples of size
+N, not (K − 1)/(2N), which is the bias when Q is known exactly. In general the first-order
+bias is $(K_P-1)/(2N_P) + (\sum_j p_j/q_j - 1)/(2N_Q)$, with $K_P$ the categories of positive
+P-probability. The report gives the estimate as it is; :func:`permutation_test` measures what
+two samples of one distribution give, bias included.
+
+The population stability index of the same frequencies,
+$\mathrm{PSI} = \sum_j (\hat p_j - \hat q_j)\log(\hat p_j/\hat q_j)
+= \mathrm{KL}(\hat p\,\|\,\hat q) + \mathrm{KL}(\hat q\,\|\,\hat p)$, the drift score of
+credit-risk practice, comes in ``params["psi"]``.
 """
 
 from __future__ import annotations
@@ -29,6 +51,8 @@ from kldiv import kl_div
 from kldiv._result import KLResult
 
 __all__ = ["PRIORS", "categorical", "counts"]
+
+IntArray = NDArray[np.int64]
 
 PRIORS = {"laplace": 1.0, "jeffreys": 0.5}
 
@@ -69,32 +93,32 @@ def _pseudo_count(prior: float | str, categories: int) -> float:
     return float(prior)
 
 
-def counts(c_p: ArrayLike, c_q: ArrayLike, *, prior: float | str = 0.0) -> KLResult:
+def counts(c_p: ArrayLike, c_q: ArrayLike, *, prior: float | str = 0.5) -> KLResult:
     """Plug-in KL(P‖Q) in nats from category counts of a sample of P and a sample of Q.
 
     Args:
         c_p: counts of each category in the sample of P, shape (K,), non-negative integers.
         c_q: counts in the sample of Q, shape (K,), same categories in the same order.
-        prior: pseudo-count added to every category: "laplace" (1), "jeffreys" (0.5),
-            "perks" (1/K) or a number >= 0. With 0, a category with P-count > 0 and Q-count 0
-            makes the result +inf; smooth with one of the priors to get a finite value.
+        prior: pseudo-count added to every category: "laplace" (1), "jeffreys" (0.5, the
+            default), "perks" (1/K) or a number >= 0. With 0 (no smoothing), a category with
+            P-count > 0 and Q-count 0 makes the result +inf.
 
     Returns:
         KLResult with ``method`` "counts", ``n`` = N_P, ``m`` = N_Q, the delta-method
         ``stderr`` (NaN when the value is infinite) and ``params`` (``prior``,
-        ``pseudo_count``, ``categories``).
+        ``pseudo_count``, ``categories``, ``psi``).
 
     Raises:
         ValueError: on negative, non-integer or NaN counts, shapes that differ, empty
             samples, or an unknown prior.
 
     Example:
-        >>> counts([3, 1], [2, 2]).value                  # KL((3/4, 1/4) ‖ (1/2, 1/2))
+        >>> round(counts([3, 1], [2, 2], prior=0).value, 6)  # KL((3/4, 1/4) ‖ (1/2, 1/2))
         0.130812
-        >>> counts([1, 1], [2, 0]).value
+        >>> counts([1, 1], [2, 0], prior=0).value
         inf
-        >>> round(counts([1, 1], [2, 0], prior="laplace").value, 6)
-        0.143841
+        >>> round(counts([1, 1], [2, 0]).value, 6)         # Jeffreys: (1/2, 1/2) ‖ (5/6, 1/6)
+        0.293893
     """
     p_counts, q_counts = _read_counts("c_p", c_p), _read_counts("c_q", c_q)
     if p_counts.shape != q_counts.shape:
@@ -108,6 +132,7 @@ def counts(c_p: ArrayLike, c_q: ArrayLike, *, prior: float | str = 0.0) -> KLRes
     p_hat = (p_counts + pseudo) / (n_p + categories * pseudo)
     q_hat = (q_counts + pseudo) / (n_q + categories * pseudo)
     value = float(kl_div(p_hat, q_hat))
+    psi = value + float(kl_div(q_hat, p_hat))
     stderr = _delta_stderr(p_hat, q_hat, n_p, n_q) if math.isfinite(value) else math.nan
     return KLResult(
         value=value,
@@ -115,7 +140,7 @@ def counts(c_p: ArrayLike, c_q: ArrayLike, *, prior: float | str = 0.0) -> KLRes
         method="counts",
         n=int(n_p),
         m=int(n_q),
-        params={"prior": prior, "pseudo_count": pseudo, "categories": categories},
+        params={"prior": prior, "pseudo_count": pseudo, "categories": categories, "psi": psi},
     )
 
 
@@ -134,36 +159,42 @@ def categorical(
     x: Iterable[Hashable] | ArrayLike,
     y: Iterable[Hashable] | ArrayLike,
     *,
-    prior: float | str = 0.0,
+    prior: float | str = 0.5,
 ) -> KLResult:
     """Plug-in KL(P‖Q) from raw label samples x ~ P and y ~ Q (any hashable labels).
 
     The categories are the union of the labels seen in x and y; the counts go to
-    :func:`counts`, whose ``prior`` smooths empty categories.
+    :func:`counts`, whose ``prior`` (Jeffreys, ½, by default) smooths empty categories.
+    Labels are compared as Python values: ``21 == 21.0``, but ``"21" != 21``.
 
     Args:
         x: labels sampled from P (a sequence or a 1-D array; strings, ints, tuples...).
         y: labels sampled from Q.
-        prior: as in :func:`counts`.
+        prior: as in :func:`counts`; 0 for the unsmoothed plug-in.
 
     Returns:
         KLResult as from :func:`counts`, with ``method`` "categorical" and
         ``params["labels"]`` listing the categories in the order counted.
 
     Example:
-        >>> categorical(["a", "a", "a", "b"], ["a", "b", "b", "a"]).value
+        >>> categorical(["a", "a", "a", "b"], ["a", "b", "b", "a"], prior=0).value
         0.130812
     """
-    labels_x, labels_y = _labels("x", x), _labels("y", y)
-    index: dict[Any, int] = {}
-    for label in (*labels_x, *labels_y):
-        index.setdefault(label, len(index))
-    c_p = np.zeros(len(index))
-    c_q = np.zeros(len(index))
-    np.add.at(c_p, [index[label] for label in labels_x], 1)
-    np.add.at(c_q, [index[label] for label in labels_y], 1)
+    numeric = _numeric_codes(x, y)
+    if numeric is not None:
+        labels, codes_x, codes_y = numeric
+    else:
+        labels_x, labels_y = _labels("x", x), _labels("y", y)
+        index: dict[Any, int] = {}
+        for label in (*labels_x, *labels_y):
+            index.setdefault(label, len(index))
+        labels = list(index)
+        codes_x = np.array([index[label] for label in labels_x], dtype=np.int64)
+        codes_y = np.array([index[label] for label in labels_y], dtype=np.int64)
+    c_p = np.bincount(codes_x, minlength=len(labels)).astype(np.float64)
+    c_q = np.bincount(codes_y, minlength=len(labels)).astype(np.float64)
     result = counts(c_p, c_q, prior=prior)
-    params = {**result.params, "labels": list(index)}
+    params = {**result.params, "labels": labels}
     return KLResult(
         value=result.value,
         stderr=result.stderr,
@@ -175,19 +206,53 @@ def categorical(
     )
 
 
+def _numeric_codes(x: Any, y: Any) -> tuple[list[Any], IntArray, IntArray] | None:
+    """Labels (in order of first appearance) and codes of two 1-D numeric arrays, or None.
+
+    The vectorized path for arrays of integers, floats or booleans; other inputs go through
+    the dictionary of :func:`categorical`, which gives the same labels in the same order.
+    """
+    if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
+        return None
+    if x.dtype.kind not in "biuf" or y.dtype.kind not in "biuf" or x.ndim != 1 or y.ndim != 1:
+        return None
+    if x.size == 0 or y.size == 0 or (x.dtype.kind == "f") != (y.dtype.kind == "f"):
+        return None  # empty samples get the error message; 1 and 1.0 mixed, the Python rule
+    for name, values in (("x", x), ("y", y)):
+        if values.dtype.kind == "f" and np.isnan(values).any():
+            raise ValueError(
+                f"{name} has a missing label (nan) at index {int(np.argmax(np.isnan(values)))}; "
+                "drop those samples or give them a label"
+            )
+    pooled = np.concatenate([x, y])
+    distinct, first, inverse = np.unique(pooled, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    codes = rank[inverse.reshape(-1)].astype(np.int64)
+    return distinct[order].tolist(), codes[: x.size], codes[x.size :]
+
+
 def _labels(name: str, values: Any) -> list[Any]:
     if isinstance(values, np.ndarray):
         if values.ndim != 1:
             raise ValueError(f"{name} must be 1-D (one label per sample), got shape {values.shape}")
-        if values.dtype.kind == "f" and np.isnan(values).any():
-            raise ValueError(f"{name} has NaN labels; drop those samples or give them a label")
         values = values.tolist()
     labels = list(values)
     if not labels:
         raise ValueError(f"{name} has no samples")
-    for label in labels:
-        if isinstance(label, float) and math.isnan(label):
-            raise ValueError(f"{name} has NaN labels; drop those samples or give them a label")
+    for index, label in enumerate(labels):
+        # Missing values are refused whatever their spelling (float NaN, None, pandas.NA),
+        # as for numbers: silently made a category, they would read as drift.
+        if (
+            (isinstance(label, float) and math.isnan(label))
+            or label is None
+            or type(label).__name__ == "NAType"
+        ):
+            raise ValueError(
+                f"{name} has a missing label ({label!r}) at index {index}; "
+                "drop those samples or give them a label"
+            )
         try:
             hash(label)
         except TypeError:

@@ -2,8 +2,9 @@ r"""Monte Carlo KL from log-densities at samples of P: Schulman's k1, k2 and k3 
 
 With x ~ P and r = q(x)/p(x),
 
-.. math::
-    k_1 = -\log r, \qquad k_2 = \tfrac12 (\log r)^2, \qquad k_3 = (r - 1) - \log r .
+$$
+k_1 = -\log r, \qquad k_2 = \tfrac12 (\log r)^2, \qquad k_3 = (r - 1) - \log r .
+$$
 
 k1 and k3 are unbiased for KL(P‖Q) (k3 because E_P[r] = 1 when Q's support lies inside P's);
 k3 ≥ 0 for every sample and usually has the smaller variance when P ≈ Q. k2 is biased (its
@@ -76,8 +77,9 @@ def _read_samples(name: str, values: ArrayLike) -> NDArray[np.float64]:
 def log_ratio(log_p: ArrayLike, log_q: ArrayLike, *, estimator: str = "k3") -> KLResult:
     r"""Estimate KL(P‖Q) from log p and log q evaluated at samples of P.
 
-    .. math::
-        \widehat{\mathrm{KL}} = \frac1n \sum_{i=1}^n k(r_i), \qquad r_i = q(x_i)/p(x_i),\ x_i \sim P,
+    $$
+    \widehat{\mathrm{KL}} = \frac1n \sum_{i=1}^n k(r_i), \qquad r_i = q(x_i)/p(x_i),\ x_i \sim P,
+    $$
 
     with k one of Schulman's k1, k2, k3 (module docstring). The standard error is the sample
     standard deviation of the terms over √n (analytic; the samples are independent).
