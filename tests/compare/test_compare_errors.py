@@ -34,14 +34,14 @@ def test_non_finite_entry_is_located(bad, side) -> None:
     with pytest.raises(
         InputError, match=rf"^{side}: entry {bad} at index \(5, 2\); entries must be finite"
     ):
-        compare(base, test, chunk_rows=2)
+        compare(base, test, chunk_rows=2, nonfinite="raise")
 
 
 def test_index_is_reported_in_the_input_shape() -> None:
     base, test = np.zeros((2, 3, 4)), np.zeros((2, 3, 4))
     test[1, 0, 3] = np.nan
     with pytest.raises(InputError, match=r"index \(1, 0, 3\)") as caught:
-        compare(base, test)
+        compare(base, test, nonfinite="raise")
     assert caught.value.argument == "test"
 
 
