@@ -5,11 +5,12 @@ modules (read from their source, nothing is downloaded). Two copies have their w
 rounded to 8 and to 4 bits (symmetric, one scale per group of 32 inputs). `kldiv.report.compare`
 then reports, over held-out positions, the KL from the original's next-character distribution
 to each copy's, the top-1 agreement, Δp of the observed character and the perplexities. The
-logits are also saved as float16 .npy files, ready for the command line:
+logits are also saved as float16 .npy files, ready for the command line, in a new temporary
+folder (its path is printed) or in the folder given with --out:
 
-    kldiv compare quantized-out/base.npy quantized-out/int4.npy --labels quantized-out/labels.npy
+    kldiv compare OUT/base.npy OUT/int4.npy --labels OUT/labels.npy
 
-Run:  python examples/quantized_logits.py [--steps 300] [--out quantized-out]
+Run:  python examples/quantized_logits.py [--steps 300] [--out FOLDER]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import ast
 import copy
 import sysconfig
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--positions", type=int, default=4000)
-    parser.add_argument("--out", type=Path, default=Path("quantized-out"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the logits (default: a new temporary one)",
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     data = torch.from_numpy(corpus())
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     count = min(args.positions, len(data) - split - model.context - 1)
     starts = torch.arange(split, split + count)
     inputs, labels = windows(data, starts, model.context), data[starts + model.context]
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="kldiv-quantized-"))
     args.out.mkdir(parents=True, exist_ok=True)
     np.save(args.out / "labels.npy", labels.numpy())
     with torch.no_grad():
@@ -108,7 +117,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             summary = report.to_dict()
             print(f"\n== original vs {bits}-bit copy ==\n{report}")
             result[f"int{bits}"] = summary["kld"]["mean"]
-    print(f"\nlogits saved in {args.out}/ for `kldiv compare`")
+    print(f"\nlogits saved in {args.out}/ for `kldiv compare`:")
+    print(f"  kldiv compare {args.out / 'base.npy'} {args.out / 'int4.npy'} --labels", end=" ")
+    print(args.out / "labels.npy")
     return result
 
 

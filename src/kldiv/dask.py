@@ -65,6 +65,14 @@ class NpyRows:
                 f"{path} is stored in Fortran (column-major) order, so a row is not contiguous; "
                 "save it with numpy.save(path, numpy.ascontiguousarray(array))"
             )
+        expected = offset + int(shape[0]) * int(shape[1]) * np.dtype(dtype).itemsize
+        size = os.path.getsize(path)
+        if size < expected:
+            raise ValueError(
+                f"{path} is truncated: its header promises {shape[0]} x {shape[1]} entries of "
+                f"{np.dtype(dtype)} ({expected} bytes with the header) but the file holds "
+                f"{size} bytes; write it again"
+            )
         self.path = path
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
@@ -99,8 +107,9 @@ def open_rows(path: str | os.PathLike[str], *, rows_per_chunk: int | None = None
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: for another suffix, an array that is not 2-D, a Fortran-ordered ``.npy``,
-            or ``rows_per_chunk`` < 1.
+        ValueError: for another suffix, an array that is not 2-D, a Fortran-ordered or
+            truncated ``.npy`` (checked here, not when a block is read), or
+            ``rows_per_chunk`` < 1.
 
     Example:
         >>> import os, tempfile, numpy as np, kldiv

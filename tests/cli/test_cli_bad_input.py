@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +55,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     np.save(folder / "negative.npy", negative)
     np.save(folder / "ints.npy", np.ones((8, 5), dtype=np.int64))
     np.save(folder / "labels_big.npy", np.full(8, 9))
+    np.save(folder / "labels_short.npy", np.zeros(7, dtype=np.int64))
+    minus_inf = good.copy()
+    minus_inf[5, 0] = -np.inf
+    np.save(folder / "minus_inf.npy", minus_inf)
     np.savez(folder / "two.npz", a=good, b=good)
     (folder / "empty.npy").write_bytes(b"")
     (folder / "corrupt.npy").write_bytes(b"\x93NUMPY this is not a header")
@@ -79,10 +85,37 @@ CASES = [
         "wide.npy: has shape (8, 6) but good.npy has shape (8, 5)",
     ),
     (
-        ["compare", "good.npy", "nan.npy"],
+        ["compare", "good.npy", "nan.npy", "--strict"],
         "nan.npy: entry nan at index (6, 1); entries must be finite",
     ),
-    (["compare", "inf.npy", "good.npy"], "inf.npy: entry inf at index (2, 4)"),
+    (["compare", "inf.npy", "good.npy", "--strict"], "inf.npy: entry inf at index (2, 4)"),
+    (
+        ["compare", "good.npy", "minus_inf.npy", "--strict"],
+        "minus_inf.npy: KL(base‖test) is infinite at position (5,): test gives probability 0 "
+        "to a token that base does not; without --strict the command counts such positions",
+    ),
+    (
+        ["compare", "good.npy", "good.npy", "--kind", "log_probs"],
+        "good.npy: row at index (0,) is not log-probabilities: its exponentials sum to ",
+    ),
+    (
+        ["compare", "good.npy", "good.npy", "--kind", "log_probs"],
+        "(tolerance 3.5e-04 for float32); if they are logits, use --kind logits",
+    ),
+    (
+        ["compare", "good.npy", "good.npy", "--kind", "probs"],
+        "probabilities must be >= 0; if they are logits or log-probabilities, use --kind logits "
+        "or --kind log_probs",
+    ),
+    (
+        ["compare", "good.npy", "good.npy", "--labels", "labels_short.npy"],
+        "labels_short.npy: shape (7,) does not match the 8 positions of the inputs (expected (8,))",
+    ),
+    (
+        ["compare", "good.npy", "good.npy", "--plot", "kld"],
+        "kld: cannot write the plot: not a folder and no file suffix; give a file such as kld.png,"
+        " or an existing folder to write kldiv-compare.png into",
+    ),
     (
         ["compare", "probs.npy", "negative.npy", "--kind", "probs"],
         "negative.npy: entry -0.1 at index (3, 1); probabilities must be >= 0",
@@ -121,7 +154,37 @@ def test_bad_input_exits_2_with_one_line(files, args, message) -> None:
 
 
 def test_debug_shows_the_traceback(files) -> None:
-    result = kldiv("compare", "good.npy", "nan.npy", "--debug", cwd=files)
+    result = kldiv("compare", "good.npy", "nan.npy", "--strict", "--debug", cwd=files)
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert result.stderr.splitlines()[-1].startswith("kldiv: error: nan.npy: entry nan")
+
+
+def test_undefined_and_infinite_positions_are_counted_without_strict(files) -> None:
+    result = kldiv("compare", "nan.npy", "minus_inf.npy", "--json", cwd=files)
+    assert (result.returncode, result.stderr) == (0, "")
+    summary = json.loads(result.stdout)
+    assert (summary["n"], summary["n_nan"], summary["n_infinite"]) == (8, 1, 1)
+    assert summary["kld"]["mean"] is None  # +inf, written as null
+    assert summary["kld"]["finite_mean"] == 0.0  # the other six rows are the same in both
+
+
+def test_help_is_wrapped_once_at_80_columns() -> None:
+    """Paragraphs fill the width: no line ends where the next line's first word would fit."""
+    for command in ([], ["compare"], ["estimate"], ["demo"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "kldiv.cli", *command, "--help"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb"},
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        lines = [line.rstrip() for line in result.stdout.splitlines()]
+        assert max(len(line) for line in lines) <= 80
+        prose = [line for line in lines if not line.lstrip().startswith(("│", "╭", "╰"))]
+        for line, following in itertools.pairwise(prose):
+            if line.strip() and following.strip():
+                first_word = following.split()[0]
+                assert len(line) + 1 + len(first_word) > 79, (command, line, following)

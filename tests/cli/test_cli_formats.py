@@ -147,6 +147,28 @@ def test_table_and_plot(tmp_path, capsys, logits) -> None:
     assert "mean KLD" in out
     assert f"{expected_mean_kl(base, test):.6g}" in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert out.splitlines()[-1] == f"plot of per-position KL written to {plot}"
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+def test_plot_into_a_folder(tmp_path, capsys, logits, json_output) -> None:
+    """--plot DIR wrote DIR.png beside it; now DIR/kldiv-compare.png, and says where."""
+    base, test, _ = logits
+    np.save(tmp_path / "base.npy", base)
+    np.save(tmp_path / "test.npy", test)
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    args = ["compare", str(tmp_path / "base.npy"), str(tmp_path / "test.npy")]
+    args += ["--plot", str(folder)] + (["--json"] if json_output else [])
+    status, out, err = run(capsys, *args)
+    assert (status, err) == (0, "")
+    written = folder / "kldiv-compare.png"
+    assert written.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "plots.png").exists()
+    if json_output:
+        assert json.loads(out)["plot"] == str(written)
+    else:
+        assert out.splitlines()[-1] == f"plot of per-position KL written to {written}"
 
 
 def test_version_and_help(capsys) -> None:

@@ -34,14 +34,14 @@ def test_non_finite_entry_is_located(bad, side) -> None:
     with pytest.raises(
         InputError, match=rf"^{side}: entry {bad} at index \(5, 2\); entries must be finite"
     ):
-        compare(base, test, chunk_rows=2)
+        compare(base, test, chunk_rows=2, nonfinite="raise")
 
 
 def test_index_is_reported_in_the_input_shape() -> None:
     base, test = np.zeros((2, 3, 4)), np.zeros((2, 3, 4))
     test[1, 0, 3] = np.nan
     with pytest.raises(InputError, match=r"index \(1, 0, 3\)") as caught:
-        compare(base, test)
+        compare(base, test, nonfinite="raise")
     assert caught.value.argument == "test"
 
 
@@ -84,3 +84,36 @@ def test_bad_chunk_rows(chunk_rows) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown kind 'softmax'"):
         compare(probs(), probs(), kind="softmax")
+
+
+def test_short_labels_name_the_one_expected_shape() -> None:
+    """The message said "expected (4,) or (4,)" for inputs of shape (N, V)."""
+    with pytest.raises(InputError) as caught:
+        compare(probs(), probs(), kind="probs", labels=np.zeros(3, dtype=np.int64))
+    assert str(caught.value) == (
+        "labels: shape (3,) does not match the 4 positions of the inputs (expected (4,))"
+    )
+    with pytest.raises(InputError, match=r"\(expected \(2, 2\) or \(4,\)\)$"):
+        compare(
+            probs().reshape(2, 2, 3),
+            probs().reshape(2, 2, 3),
+            kind="probs",
+            labels=np.zeros(3, dtype=np.int64),
+        )
+
+
+@pytest.mark.parametrize("torch_side", ["base", "test"])
+def test_numpy_and_torch_mixed_name_both_types(torch_side) -> None:
+    """array-api-compat's "Multiple namespaces" TypeError is replaced by one naming both."""
+    torch = pytest.importorskip("torch")
+    numpy_side, tensor = probs(), torch.from_numpy(probs())
+    pair = (tensor, numpy_side) if torch_side == "base" else (numpy_side, tensor)
+    names = ["torch.Tensor", "numpy.ndarray"]
+    if torch_side == "test":
+        names.reverse()
+    with pytest.raises(TypeError) as caught:
+        compare(*pair, kind="probs")
+    assert str(caught.value) == (
+        f"base is a {names[0]} and test is a {names[1]}; compare needs both from the same "
+        "array library: convert one, e.g. torch.from_numpy(array) or tensor.numpy(force=True)"
+    )

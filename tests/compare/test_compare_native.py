@@ -220,10 +220,10 @@ def test_bad_entries_are_reported_as_without_the_kernel(bad, monkeypatch) -> Non
     test[30, :] = np.nan  # a later problem: the first one is reported
     a, b = base.astype(np.float16), test.astype(np.float16)
     with pytest.raises(InputError) as native:
-        compare(a, b, chunk_rows=16)
+        compare(a, b, chunk_rows=16, nonfinite="raise")
     monkeypatch.setenv("KLDIV_NATIVE", "0")
     with pytest.raises(InputError) as fallback:
-        compare(a, b, chunk_rows=16)
+        compare(a, b, chunk_rows=16, nonfinite="raise")
     assert str(native.value) == str(fallback.value)
     assert str(native.value).startswith(f"test: entry {bad} at index (23, 11)")
 
@@ -251,7 +251,7 @@ def test_torch_tensors_take_the_kernel(dtype, monkeypatch) -> None:
     monkeypatch.setattr(
         compare_module,
         "compiled_logits",
-        lambda *args: calls.append(1) or original(*args),
+        lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs),
     )
     report = compare(a, b, labels=labels, chunk_rows=8)
     assert len(calls) == 3
@@ -275,7 +275,7 @@ def test_kernel_takes_float16_bfloat16_and_float32_rows_only(a, b, taken, monkey
     monkeypatch.setattr(
         compare_module,
         "compiled_logits",
-        lambda *args: calls.append(1) or original(*args),
+        lambda *args, **kwargs: calls.append(1) or original(*args, **kwargs),
     )
     compare(a, b)
     assert bool(calls) is taken
@@ -292,7 +292,7 @@ def test_kernel_rejects_mismatched_buffers() -> None:
     assert kernel is not None
     a = np.zeros((2, 3), np.float32)
     out = [np.empty(2) for _ in range(3)] + [np.empty(2, np.uint8)]
-    out += [np.empty(2) for _ in range(2)] + [np.empty(2, np.uint8)]
+    out += [np.empty(2) for _ in range(2)] + [np.empty(2, np.uint8), np.empty((2, 2))]
     with pytest.raises(ValueError, match="same whole number of rows of 3 entries"):
         kernel.logits(a, np.zeros((3, 3), np.float32), 3, FLOAT32, None, 1, *out)
     with pytest.raises(ValueError, match="kld must hold 2 entries of 8 bytes"):
@@ -301,6 +301,8 @@ def test_kernel_rejects_mismatched_buffers() -> None:
         kernel.logits(a, a, 3, FLOAT32, np.zeros(3, np.int64), 1, *out)
     with pytest.raises(ValueError, match="dtype must be 0, 1 or 2"):
         kernel.logits(a, a, 3, 7, None, 1, *out)
+    with pytest.raises(ValueError, match="log_totals must hold 2 entries of 16 bytes"):
+        kernel.logits(a, a, 3, FLOAT32, None, 1, *out[:-1], np.empty(2))
 
 
 @pytest.mark.parametrize(("rows", "vocab"), [(1, 10), (9, 7), (300, 5), (13, 70_000)])
@@ -313,6 +315,7 @@ def test_any_thread_count_gives_bitwise_the_same_rows(rows, vocab) -> None:
     for threads in (1, 2, 5):
         out = [np.empty(rows) for _ in range(3)] + [np.empty(rows, np.uint8)]
         out += [np.empty(rows) for _ in range(2)] + [np.empty(rows, np.uint8)]
+        out += [np.empty((rows, 2))]
         kernel.logits(a, b, vocab, FLOAT16, labels, threads, *out)
         results.append(out)
     for other in results[1:]:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax, rel_entr
 
+import kldiv.report._compare as compare_module
 from kldiv.report import compare
 
 N, V = 101, 33
@@ -71,6 +72,9 @@ def test_compiled_path_matches_eager(arrays, monkeypatch, kind) -> None:
     pytest.importorskip("torch")
     from kldiv.report import _statistics
 
+    # Float rows in NumPy take the fused kernel: the compiled path serves the others.
+    monkeypatch.setattr(compare_module, "fused_applies", lambda *args: False)
+
     base, test, labels = arrays
     if kind == "log_probs":
         base, test = log_softmax(base, -1), log_softmax(test, -1)
@@ -98,10 +102,12 @@ def test_compile_failure_falls_back_to_eager(arrays, monkeypatch) -> None:
     pytest.importorskip("torch")
     from kldiv.report import _statistics
 
+    # Float rows in NumPy take the fused kernel: the compiled path serves the others.
+    monkeypatch.setattr(compare_module, "fused_applies", lambda *args: False)
+
     def broken(self, *args):
         raise RuntimeError("no C compiler")
 
-    # Logits take the fused kernel; log-probabilities are the ones compiled.
     base, test = (log_softmax(x, -1) for x in arrays[:2])
     eager = compare(base, test, kind="log_probs")
     monkeypatch.setattr(_statistics, "COMPILE_ENTRIES", 0)
@@ -115,8 +121,10 @@ def test_compiled_path_still_reports_bad_entries(arrays, monkeypatch) -> None:
     pytest.importorskip("torch")
     from kldiv.report import InputError, _statistics
 
+    monkeypatch.setattr(compare_module, "fused_applies", lambda *args: False)
+
     base, test = (log_softmax(x, -1) for x in arrays[:2])
     test[77, 5] = np.nan
     monkeypatch.setattr(_statistics, "COMPILE_ENTRIES", 0)
     with pytest.raises(InputError, match=r"^test: entry nan at index \(77, 5\)"):
-        compare(base, test, kind="log_probs", chunk_rows=40)
+        compare(base, test, kind="log_probs", chunk_rows=40, nonfinite="raise")

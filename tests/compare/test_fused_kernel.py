@@ -166,7 +166,12 @@ def test_bad_entries_are_reported_by_position(chunk_rows, bad) -> None:
     test[23, 11] = bad
     test[30, :] = np.nan  # a later problem: the first one is reported
     with pytest.raises(InputError, match=rf"^test: entry {bad} at index \(23, 11\); entries must"):
-        compare(base.astype(np.float16), test.astype(np.float16), chunk_rows=chunk_rows)
+        compare(
+            base.astype(np.float16),
+            test.astype(np.float16),
+            chunk_rows=chunk_rows,
+            nonfinite="raise",
+        )
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,13 @@ pytest.importorskip("torch")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run(script: str, *args: str, cwd: Path) -> str:
+def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         timeout=300,
         check=False,
     )
@@ -64,3 +66,23 @@ def test_grpo_kl_penalty(tmp_path: Path) -> None:
         assert 0.0 <= exact < 10.0
     first, last = (float(word.rstrip(",")) for word in lines[-1].split()[3::3])
     assert last > first  # the policy learns the reward against the penalty
+
+
+def test_quantized_logits_leaves_the_working_folder_alone(tmp_path: Path) -> None:
+    """Without --out the logits go to a new temporary folder, whose path is printed."""
+    work, temporary = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    temporary.mkdir()
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    out = run("quantized_logits.py", "--steps", "2", "--positions", "50", cwd=work, env=env)
+    assert list(work.iterdir()) == []
+    # PyTorch may keep caches in the temporary folder too.
+    (folder,) = (p for p in temporary.iterdir() if p.name.startswith("kldiv-quantized-"))
+    assert f"logits saved in {folder}/" in out
+    assert f"kldiv compare {folder / 'base.npy'} {folder / 'int4.npy'}" in out
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "base.npy",
+        "int4.npy",
+        "int8.npy",
+        "labels.npy",
+    ]

@@ -33,7 +33,7 @@
 #define KL_BLOCK 256 /* entries summed in float32 before the lanes go into float64 */
 
 struct row_result {
-    double kld, reverse, jsd, label_base, label_test;
+    double kld, reverse, jsd, label_base, label_test, log_total_a, log_total_b;
     int agree, exact;
 };
 
@@ -257,11 +257,15 @@ KLDIV_INLINE void compare_row(const void *a_row, const void *b_row, Py_ssize_t n
         out->exact = 1;
         out->kld = out->reverse = out->jsd = NAN;
         out->label_base = out->label_test = NAN;
+        out->log_total_a = out->log_total_b = NAN;
         return;
     }
     double total_a = row_exp(a, n, top_a, work->ea);
     double total_b = row_exp(b, n, top_b, work->eb);
     double log_a = log(total_a), log_b = log(total_b);
+    /* The rows' log-sum-exp, which tells the caller whether log-probabilities normalize. */
+    out->log_total_a = (double)top_a + log_a;
+    out->log_total_b = (double)top_b + log_b;
     struct pass3 c = {top_a,
                       top_b,
                       (float)(log_a - log_b),
@@ -347,15 +351,17 @@ static int check_output(Py_buffer *buffer, Py_ssize_t rows, Py_ssize_t item, con
 }
 
 static PyObject *logits(PyObject *self, PyObject *args) {
-    Py_buffer a, b, labels = {0}, kld, reverse, jsd, agree, label_base, label_test, exact;
+    Py_buffer a, b, labels = {0}, kld, reverse, jsd, agree, label_base, label_test, exact,
+        log_totals;
     Py_ssize_t vocab;
     int dtype, threads;
     PyObject *labels_object;
-    if (!PyArg_ParseTuple(args, "y*y*niOiw*w*w*w*w*w*w*", &a, &b, &vocab, &dtype,
+    if (!PyArg_ParseTuple(args, "y*y*niOiw*w*w*w*w*w*w*w*", &a, &b, &vocab, &dtype,
                           &labels_object, &threads, &kld, &reverse, &jsd, &agree, &label_base,
-                          &label_test, &exact))
+                          &label_test, &exact, &log_totals))
         return NULL;
-    Py_buffer *buffers[] = {&a, &b, &kld, &reverse, &jsd, &agree, &label_base, &label_test, &exact};
+    Py_buffer *buffers[] = {&a,          &b,          &kld,   &reverse,   &jsd,
+                            &agree,      &label_base, &label_test, &exact, &log_totals};
     PyObject *result = NULL;
     int have_labels = labels_object != Py_None;
     if (have_labels && PyObject_GetBuffer(labels_object, &labels, PyBUF_SIMPLE) < 0) goto done;
@@ -376,6 +382,7 @@ static PyObject *logits(PyObject *self, PyObject *args) {
         !check_output(&label_base, rows, 8, "label_base") ||
         !check_output(&label_test, rows, 8, "label_test") ||
         !check_output(&exact, rows, 1, "exact") ||
+        !check_output(&log_totals, rows, 16, "log_totals") ||
         (have_labels && !check_output(&labels, rows, 8, "labels")))
         goto done;
     struct row_result *results = (struct row_result *)malloc((size_t)(rows ? rows : 1) *
@@ -414,6 +421,8 @@ static PyObject *logits(PyObject *self, PyObject *args) {
         ((double *)label_base.buf)[r] = results[r].label_base;
         ((double *)label_test.buf)[r] = results[r].label_test;
         ((uint8_t *)exact.buf)[r] = (uint8_t)results[r].exact;
+        ((double *)log_totals.buf)[2 * r] = results[r].log_total_a;
+        ((double *)log_totals.buf)[2 * r + 1] = results[r].log_total_b;
     }
     free(results);
     result = Py_NewRef(Py_None);
@@ -426,11 +435,12 @@ done:
 static PyMethodDef methods[] = {
     {"logits", logits, METH_VARARGS,
      "logits(base, test, vocab, dtype, labels, threads, kld, reverse, jsd, agree, label_base,\n"
-     "label_test, exact): per-row statistics of two C-contiguous buffers of logits.\n\n"
+     "label_test, exact, log_totals): per-row statistics of two C-contiguous buffers of logits.\n\n"
      "dtype: 0 float32, 1 float16, 2 bfloat16 (raw 16-bit patterns). labels: int64 per row\n"
      "(a negative label gives NaN) or None. Outputs: float64 per row, except agree and exact\n"
-     "(one byte per row); exact marks rows to recompute (inf or NaN entries, results not\n"
-     "finite), whose other outputs are meaningless."},
+     "(one byte per row), and log_totals (two float64 per row: the log-sum-exp of base's and\n"
+     "test's row); exact marks rows to recompute (inf or NaN entries, results not finite),\n"
+     "whose other outputs are meaningless."},
     {NULL, NULL, 0, NULL},
 };
 

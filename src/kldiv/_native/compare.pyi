@@ -14,5 +14,6 @@ def logits(
     label_base: Buffer,
     label_test: Buffer,
     exact: Buffer,
+    log_totals: Buffer,
     /,
 ) -> None: ...

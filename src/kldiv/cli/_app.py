@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, NoReturn
 
 import typer
@@ -23,9 +24,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("compare", epilog=_compare_command.EPILOG)(_compare_command.compare_command)
-app.command("estimate", epilog=_estimate_command.EPILOG)(_estimate_command.estimate_command)
-app.command("demo", epilog=_demo_command.EPILOG)(_demo_command.demo_command)
+
+
+def _help(function: Callable[..., object]) -> str:
+    """The function's docstring with each paragraph on one line.
+
+    The help formatter keeps single line breaks: a docstring wrapped at the source's width
+    would be wrapped again at the terminal's, leaving short broken lines.
+    """
+    text = inspect.cleandoc(function.__doc__ or "")
+    return "\n\n".join(" ".join(part.split()) for part in text.split("\n\n"))
+
+
+for _name, _module in (
+    ("compare", _compare_command),
+    ("estimate", _estimate_command),
+    ("demo", _demo_command),
+):
+    _function = getattr(_module, f"{_name}_command")
+    app.command(_name, help=_help(_function), epilog=_module.EPILOG)(_function)
 
 _debug = False
 

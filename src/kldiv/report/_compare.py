@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -14,9 +15,18 @@ import array_api_compat
 import numpy as np
 
 from kldiv._array import KINDS, check_kind
-from kldiv.report._checks import InputError, check_labels, raise_first_problem, to_numpy
+from kldiv._sides import logsumexp
+from kldiv.report._checks import (
+    InputError,
+    check_labels,
+    check_normalized,
+    normalization_tolerance,
+    raise_first_problem,
+    to_numpy,
+    undefined_rows,
+)
 from kldiv.report._chunks import Rows
-from kldiv.report._compiled import compiled_kernel, compiled_logits
+from kldiv.report._compiled import BFLOAT16, compiled_kernel, compiled_logits
 from kldiv.report._fused import fused_applies, fused_logits, torch_for_widening
 from kldiv.report._report import Report
 from kldiv.report._statistics import CompiledStatistics, chunk_statistics, compiled_statistics
@@ -34,6 +44,7 @@ _FUSED_CHUNK_ELEMENTS = 1 << 19
 # bound the resident pages (about 125 MB in all for two float16 inputs).
 _COMPILED_CHUNK_ELEMENTS = 1 << 24
 _MAX_WORKERS = 8
+NONFINITE = ("report", "raise")
 
 
 def compare(
@@ -45,6 +56,7 @@ def compare(
     labels: Any = None,
     chunk_rows: int | None = None,
     progress: bool | Progress = False,
+    nonfinite: str = "report",
 ) -> Report:
     r"""Per-position KL(base‖test), reverse KL, JSD and top-1 agreement of two models' outputs.
 
@@ -69,7 +81,13 @@ def compare(
             float16, bfloat16, float32 or float64.
         test: the compared model's outputs, the same shape as ``base``.
         kind: what both inputs hold: ``"logits"``, ``"log_probs"`` or ``"probs"``. Entries
-            must be finite, except -inf for zero probability in logits and log-probabilities.
+            are finite, except -inf for zero probability in logits and log-probabilities
+            (see ``nonfinite`` for NaN and +inf). Every row of log-probabilities must sum to 1
+            after ``exp``, and every row of probabilities, within √eps of the input's dtype
+            (3.1e-2 for float16, 8.8e-2 for bfloat16): logits passed as log-probabilities
+            fail with a message suggesting ``kind="logits"``. The check is free where the
+            fused kernels compute the row's log-sum-exp anyway (NumPy arrays and CPU
+            tensors); elsewhere it costs one log-sum-exp per row.
         labels: the observed next tokens, integers of shape (N,) or (B, T); a negative label
             skips its position. With labels the report adds Δp and perplexities.
         chunk_rows: rows per chunk; by default about 16 million elements per input for the
@@ -77,15 +95,22 @@ def compare(
             million otherwise. Any value gives the same result.
         progress: True for a progress bar on stderr (needs rich), or a callable receiving
             ``(rows_done, rows_total)`` after each chunk.
+        nonfinite: what to do with positions whose KL(base‖test) is not finite:
+            ``"report"`` (the default) computes every other position and counts them, NaN
+            where an input row holds NaN or +inf (the divergences are undefined) and +inf
+            where test gives probability 0 to a token base does not; ``"raise"`` raises
+            InputError at the first of them instead.
 
     Returns:
         A `Report` with per-position values (float64, nats) and their summary.
 
     Raises:
         InputError: (a ValueError) naming ``base``, ``test`` or ``labels`` and the first
-            problem: a NaN or +inf, a negative probability, a row not summing to 1, or a label
-            out of range.
-        ValueError: on shapes that differ or hold no position, or an unknown ``kind``.
+            problem: a negative probability, a row not summing to 1, a label out of range,
+            or with ``nonfinite="raise"`` a NaN or +inf entry or an infinite KL.
+        ValueError: on shapes that differ or hold no position, or an unknown ``kind`` or
+            ``nonfinite``.
+        TypeError: if base and test come from different array libraries.
 
     References:
         llama.cpp, ``tools/perplexity`` (``--kl-divergence``): the statistics reported here.
@@ -102,6 +127,8 @@ def compare(
         1.0
     """
     check_kind(kind, allowed=KINDS)
+    check_kind(nonfinite, name="nonfinite", allowed=NONFINITE)
+    strict = nonfinite == "raise"
     rows_base, rows_test = Rows(base, "base"), Rows(test, "test")
     if rows_base.shape != rows_test.shape:
         raise ValueError(
@@ -109,8 +136,13 @@ def compare(
             "compare needs outputs for the same positions over the same vocabulary"
         )
     n, vocab = rows_base.n, rows_base.vocab
+    _check_same_library(rows_base.raw(0, 1), rows_test.raw(0, 1))
     label_rows = check_labels(labels, rows_base.shape[:-1], n, vocab)
-    fused = fused_applies(rows_base.raw(0, 1), rows_test.raw(0, 1), kind)
+    # Log-probabilities take the logits kernel: their log-softmax is themselves, and the
+    # kernel's log-sum-exp of each row tells whether they are log-probabilities at all.
+    fused_kind = "logits" if kind == "log_probs" else kind
+    fused = fused_applies(rows_base.raw(0, 1), rows_test.raw(0, 1), fused_kind)
+    checked = _Normalization(rows_base, rows_test) if kind == "log_probs" else None
     kernel = _compiled_for(rows_base, rows_test) if fused else None
     elements = _FUSED_CHUNK_ELEMENTS if fused else _CHUNK_ELEMENTS
     if kernel is not None:
@@ -130,7 +162,7 @@ def compare(
         nonlocal compiled
         stop = min(start + step, n)
         chunk_labels = None if label_rows is None else label_rows[start:stop]
-        where = (start, batch_shape)
+        where = _Where(start, batch_shape, kind, strict, checked)
         out = None
         if fused:
             out = _fused_chunk(
@@ -139,7 +171,7 @@ def compare(
         elif compiled is not None:
             a, b = rows_base.raw(start, stop), rows_test.raw(start, stop)
             try:
-                out = _chunk(a, b, kind, chunk_labels, where, compiled)
+                out = _chunk(a, b, chunk_labels, where, compiled)
             except InputError:
                 raise
             except Exception:
@@ -147,7 +179,7 @@ def compare(
                 compiled = None
         if out is None:
             a, b = rows_base.read(start, stop, kind), rows_test.read(start, stop, kind)
-            out = _chunk(a, b, kind, chunk_labels, where)
+            out = _chunk(a, b, chunk_labels, where)
         kld[start:stop], reverse[start:stop], jsd[start:stop], top1[start:stop] = out[:4]
         if chunk_labels is not None:
             label_base[start:stop], label_test[start:stop] = out[4], out[5]
@@ -164,10 +196,94 @@ def compare(
                 report_progress(stop, n)
     finally:
         close()
+    if strict:
+        _raise_first_infinite(kld, batch_shape)
     if label_rows is None:
         return Report(kind, kld, reverse, jsd, top1)
     labeled = label_rows >= 0
     return Report(kind, kld, reverse, jsd, top1, label_base[labeled], label_test[labeled])
+
+
+class _Where:
+    """What a chunk's computation needs besides its rows: where it is and what to check.
+
+    Attributes:
+        start: the chunk's first row; ``batch_shape`` the inputs' batch shape (to locate
+            problems in the inputs' own indices).
+        kind: what the inputs hold.
+        strict: raise at a NaN or +inf entry instead of reporting its row as NaN.
+        normalization: the tolerances of the check that log-probabilities sum to 1, or None.
+    """
+
+    def __init__(
+        self,
+        start: int,
+        batch_shape: tuple[int, ...],
+        kind: str,
+        strict: bool,
+        normalization: _Normalization | None,
+    ) -> None:
+        self.start, self.batch_shape = start, batch_shape
+        self.kind, self.strict, self.normalization = kind, strict, normalization
+
+    def check(self, log_totals: np.ndarray) -> None:
+        """Raise InputError for the first row whose log-sum-exp (rows, 2) is off 0."""
+        if self.normalization is not None:
+            normalization = self.normalization
+            check_normalized(
+                log_totals,
+                normalization.tolerances,
+                normalization.dtypes,
+                self.start,
+                self.batch_shape,
+            )
+
+
+class _Normalization:
+    """The tolerances on Σ exp(log p) for both inputs, from their stored dtypes."""
+
+    def __init__(self, rows_base: Rows, rows_test: Rows) -> None:
+        dtypes = tuple(_dtype_name(rows) for rows in (rows_base, rows_test))
+        self.dtypes: tuple[str, str] = (dtypes[0], dtypes[1])
+        self.tolerances = (
+            normalization_tolerance(self.dtypes[0]),
+            normalization_tolerance(self.dtypes[1]),
+        )
+
+
+def _dtype_name(rows: Rows) -> str:
+    stored = rows.stored(0, 1)
+    if stored is not None and stored[1] == BFLOAT16:
+        return "bfloat16"
+    return str(rows.raw(0, 1).dtype).removeprefix("torch.")
+
+
+def _check_same_library(a: Any, b: Any) -> None:
+    """Raise TypeError, naming both types, where base and test come from different libraries."""
+    try:
+        array_api_compat.array_namespace(a, b)
+    except TypeError:
+        raise TypeError(
+            f"base is a {_type_name(a)} and test is a {_type_name(b)}; compare needs both "
+            "from the same array library: convert one, e.g. torch.from_numpy(array) or "
+            "tensor.numpy(force=True)"
+        ) from None
+
+
+def _type_name(x: Any) -> str:
+    kind = type(x)
+    return f"{kind.__module__.split('.')[0]}.{kind.__qualname__}"
+
+
+def _raise_first_infinite(kld: np.ndarray, batch_shape: tuple[int, ...]) -> None:
+    infinite = np.isinf(kld)
+    if infinite.any():
+        index = tuple(int(i) for i in np.unravel_index(int(np.argmax(infinite)), batch_shape))
+        raise InputError(
+            "test",
+            f"KL(base‖test) is infinite at position {index}: test gives probability 0 to a "
+            'token that base does not; nonfinite="report" counts such positions instead',
+        )
 
 
 def _compiled_for(rows_base: Rows, rows_test: Rows) -> ModuleType | None:
@@ -241,7 +357,7 @@ def _fused_chunk(
     start: int,
     stop: int,
     labels: np.ndarray | None,
-    where: tuple[int, tuple[int, ...]],
+    where: _Where,
     torch: Any,
     kernel: ModuleType | None,
 ) -> tuple[np.ndarray, ...]:
@@ -252,27 +368,33 @@ def _fused_chunk(
     index = None if labels is None else np.maximum(labels, 0)[:, None]
     a = None if kernel is None else rows_base.stored(start, stop)
     b = None if kernel is None else rows_test.stored(start, stop)
+    log_totals = np.empty((stop - start, 2))
     if kernel is not None and a is not None and b is not None:
-        values, exact = compiled_logits(kernel, a, b, index)
+        values, exact = compiled_logits(kernel, a, b, index, log_totals=log_totals)
     else:
         raw_a, raw_b = rows_base.raw(start, stop), rows_test.raw(start, stop)
-        values, exact = fused_logits(raw_a, raw_b, index, torch=torch)
+        values, exact = fused_logits(raw_a, raw_b, index, torch=torch, log_totals=log_totals)
     if not exact.any():
+        where.check(log_totals)
         return values
-    wide_a, wide_b = rows_base.read(start, stop, "logits"), rows_test.read(start, stop, "logits")
+    log_totals[exact] = np.nan  # checked when they are recomputed
+    wide_a, wide_b = (
+        rows_base.read(start, stop, where.kind),
+        rows_test.read(start, stop, where.kind),
+    )
     rows = np.flatnonzero(exact)
     try:
         redone = _chunk(
             _take(wide_a, rows),
             _take(wide_b, rows),
-            "logits",
             None if labels is None else labels[rows],
             where,
         )
     except InputError:
         # Locate the problem in the whole chunk, with its row numbers.
-        _chunk(wide_a, wide_b, "logits", labels, where)
+        _chunk(wide_a, wide_b, labels, where)
         raise
+    where.check(log_totals)
     for value, fixed in zip(values, redone, strict=True):
         value[rows] = fixed
     return values
@@ -288,16 +410,17 @@ def _take(rows: Any, index: np.ndarray) -> Any:
 def _chunk(
     a: Any,
     b: Any,
-    kind: str,
     labels: np.ndarray | None,
-    where: tuple[int, tuple[int, ...]],
+    where: _Where,
     compiled: CompiledStatistics | None = None,
 ) -> tuple[np.ndarray, ...]:
     """Divergences, top-1 agreement and label log-probabilities for one chunk, as NumPy.
 
-    ``where`` is the chunk's first row and the inputs' batch shape, to locate problems;
-    ``compiled``, if given, computes the statistics from the raw NumPy rows.
+    ``where`` locates the chunk and says what to check; ``compiled``, if given, computes the
+    statistics from the raw NumPy rows. Rows with NaN or +inf entries come out NaN (or raise
+    InputError where ``where.strict``).
     """
+    kind, located = where.kind, (where.start, where.batch_shape)
     # Skipped positions (negative labels) read token 0 and are dropped by the caller.
     index = None if labels is None else np.maximum(labels, 0)[:, None]
     try:
@@ -311,12 +434,48 @@ def _chunk(
                 on_device = None if index is None else xp.asarray(index, device=device)
                 values = chunk_statistics(a, b, kind, on_device)
     except ValueError as error:
-        raise_first_problem(a, b, kind, *where)
+        if not where.strict and undefined_rows(a, b).any():
+            return _without_undefined(a, b, labels, where, compiled)
+        raise_first_problem(a, b, kind, *located)
         raise error
     out = [to_numpy(v) for v in values]
     out = [v if v.dtype == np.bool_ else v.astype(np.float64, copy=False) for v in out]
     if not all(np.isfinite(v).all() for v in out[:3]):
-        raise_first_problem(a, b, kind, *where)
+        if not where.strict and undefined_rows(a, b).any():
+            return _without_undefined(a, b, labels, where, compiled)
+        raise_first_problem(a, b, kind, *located)
+    if where.normalization is not None:
+        xp = array_api_compat.array_namespace(a, b)
+        where.check(np.stack([to_numpy(logsumexp(xp, side, -1)) for side in (a, b)], axis=-1))
+    return tuple(out)
+
+
+def _without_undefined(
+    a: Any,
+    b: Any,
+    labels: np.ndarray | None,
+    where: _Where,
+    compiled: CompiledStatistics | None,
+) -> tuple[np.ndarray, ...]:
+    """`_chunk` with the rows holding NaN or +inf as NaN (agreement False), the others exact.
+
+    Those rows are replaced by a uniform distribution for the computation, so that the other
+    rows' problems are still located at their own row numbers.
+    """
+    undefined = undefined_rows(a, b)
+    xp = array_api_compat.array_namespace(a, b)
+    vocab = int(a.shape[-1])
+    fill = {"logits": 0.0, "log_probs": -math.log(vocab), "probs": 1.0 / vocab}[where.kind]
+    device = array_api_compat.device(a)
+    mask = xp.asarray(undefined[:, None], device=device)
+    a, b = (
+        xp.where(mask, xp.asarray(fill, dtype=side.dtype, device=device), side) for side in (a, b)
+    )
+    out = list(_chunk(a, b, labels, where, compiled))
+    for i, value in enumerate(out):
+        value = value.copy()
+        value[undefined] = False if value.dtype == np.bool_ else np.nan
+        out[i] = value
     return tuple(out)
 
 

@@ -68,14 +68,19 @@ def compiled_logits(
     a: tuple[np.ndarray, int],
     b: tuple[np.ndarray, int],
     index: np.ndarray | None,
+    *,
+    log_totals: np.ndarray | None = None,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """KL(a‖b), KL(b‖a), JSD, top-1 agreement and label log-probabilities, as `fused_logits`.
+    r"""KL(a‖b), KL(b‖a), JSD, top-1 agreement and label log-probabilities, as `fused_logits`.
 
     Args:
         kernel: the compiled module (`compiled_kernel`).
         a: base rows, shape (rows, V), as `storage` gives them.
         b: test rows, the same shape and dtype code.
         index: label token ids, shape (rows, 1), in [0, V), or None.
+        log_totals: where to write each row's $\log \sum_v e^{x_v}$ for base and test,
+            float64 of shape (rows, 2), C-contiguous (NaN in the rows marked ``exact``); the
+            kernel computes it anyway, so checking that log-probabilities normalize is free.
 
     Returns:
         ``(values, exact)``: float64 KL(a‖b), KL(b‖a) and JSD of shape (rows,), a bool
@@ -87,6 +92,8 @@ def compiled_logits(
     kld, reverse, jsd, label_base, label_test = (np.empty(rows) for _ in range(5))
     agree, exact = np.empty(rows, dtype=np.uint8), np.empty(rows, dtype=np.uint8)
     labels = None if index is None else np.ascontiguousarray(index[:, 0], dtype=np.int64)
+    if log_totals is None:
+        log_totals = np.empty((rows, 2))
     kernel.logits(
         a_bits,
         b_bits,
@@ -101,6 +108,7 @@ def compiled_logits(
         label_base,
         label_test,
         exact,
+        log_totals,
     )
     values: tuple[np.ndarray, ...] = (kld, reverse, jsd, agree.view(np.bool_))
     if labels is not None:

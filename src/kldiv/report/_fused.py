@@ -74,7 +74,12 @@ def torch_for_widening(entries: int) -> Any:
 # Non-finite rows are expected here: they are flagged, not warned about.
 @np.errstate(all="ignore")
 def fused_logits(
-    a: Any, b: Any, index: np.ndarray | None, *, torch: Any = None
+    a: Any,
+    b: Any,
+    index: np.ndarray | None,
+    *,
+    torch: Any = None,
+    log_totals: np.ndarray | None = None,
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     r"""KL(a‖b), KL(b‖a), JSD, top-1 agreement and label log-probabilities of rows of logits.
 
@@ -88,6 +93,8 @@ def fused_logits(
         b: test logits, the same shape and library.
         index: label token ids, shape (rows, 1), int64 in [0, V), or None.
         torch: the torch module to widen with, or None to widen with NumPy.
+        log_totals: where to write each row's $\log \sum_v e^{x_v}$ for a and b, float64 of
+            shape (rows, 2), or None; it comes from the sums computed anyway.
 
     Returns:
         ``(values, exact)``: ``values`` holds float64 arrays of shape (rows,) for the three
@@ -108,10 +115,13 @@ def fused_logits(
     _widen(x[:, 1], b, torch)
     top1 = x.argmax(axis=-1)
     # The maximum read at the argmax: one pass fewer than x.max (NaN rows stay NaN).
-    x -= np.take_along_axis(x, top1[..., None], axis=-1)
+    top = np.take_along_axis(x, top1[..., None], axis=-1)
+    x -= top
     _exp(x, e, torch)
     # Row sums and dot products as matrix products: BLAS reads both sides in one pass.
     totals = np.matmul(e, np.ones((vocab, 1), dtype=wide))  # (rows, 2, 1)
+    if log_totals is not None:
+        np.add(top[..., 0], np.log(totals[..., 0]), out=log_totals, casting="unsafe")
     x -= np.log(totals)  # log p and log q
     np.subtract(x[:, 0], x[:, 1], out=pair)
     signed = np.matmul(e, pair[:, :, None])[:, :, 0] / totals[:, :, 0]

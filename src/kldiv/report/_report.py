@@ -25,6 +25,10 @@ class Report:
     Every divergence is in nats and compares the distributions at one position (one row).
     ``to_dict`` computes the summary: means with standard errors, percentiles with NumPy's
     default (linear) interpolation, and, where labels were given, Δp and perplexities.
+    Positions whose divergences are undefined (an input row with NaN or +inf, kept as NaN)
+    are counted and left out of every statistic; positions with an infinite KL are counted,
+    kept in the mean over all positions (which is then infinite) and left out of the mean
+    over finite positions reported beside it.
 
     Attributes:
         kind: what the inputs held: ``"logits"``, ``"log_probs"`` or ``"probs"``.
@@ -65,29 +69,43 @@ class Report:
         """The summary as plain Python numbers, keyed as in ``kldiv compare --json``.
 
         Returns:
-            ``n``; ``kld`` with ``mean``, ``stderr``, ``median``, ``min``, ``max`` and
-            ``percentiles`` keyed "0.1" … "99.9"; ``top1_agreement`` with ``value`` and its
-            binomial ``stderr``; ``reverse_kld_mean``; ``jsd_mean``; and with labels
+            ``n``; ``n_nan``, the positions whose divergences are undefined (NaN), left out of
+            every statistic below; ``n_infinite``, the positions with KL(base‖test) = +inf;
+            ``kld`` with ``mean``, ``stderr``, ``median``, ``min``, ``max`` and
+            ``percentiles`` keyed "0.1" … "99.9" over the other positions, and
+            ``finite_mean`` and ``finite_stderr`` over the finite ones; ``top1_agreement``
+            with ``value`` and its binomial ``stderr``; ``reverse_kld_mean``; ``jsd_mean``;
+            and with labels
             ``n_labeled``, ``delta_p`` (test minus base probability of the observed token:
             ``mean``, ``stderr``, ``rms``, ``median``, ``min``, ``max``, ``percentiles``) and
             ``ppl`` (``base``, ``test``, their ``ratio``, and ``ln_ratio`` with ``stderr``).
         """
-        agreement = float(np.mean(self.top1_same))
-        summary: dict[str, Any] = {
-            "n": self.n,
-            "kind": self.kind,
-            "units": "nats",
-            "kld": _distribution(self.kld),
-            "top1_agreement": {
-                "value": agreement,
-                "stderr": math.sqrt(agreement * (1.0 - agreement) / self.n),
-            },
-            "reverse_kld_mean": float(np.mean(self.reverse_kld)),
-            "jsd_mean": float(np.mean(self.jsd)),
-        }
+        defined = ~np.isnan(self.kld)
+        kld = self.kld[defined]
+        finite = kld[np.isfinite(kld)]
+        count = int(kld.shape[0])
+        with np.errstate(invalid="ignore"):
+            agreement = float(np.mean(self.top1_same[defined])) if count else math.nan
+            summary: dict[str, Any] = {
+                "n": self.n,
+                "n_nan": self.n - count,
+                "n_infinite": count - int(finite.shape[0]),
+                "kind": self.kind,
+                "units": "nats",
+                "kld": _distribution(kld),
+                "top1_agreement": {
+                    "value": agreement,
+                    "stderr": math.sqrt(agreement * (1.0 - agreement) / max(count, 1)),
+                },
+                "reverse_kld_mean": _mean(self.reverse_kld[defined]),
+                "jsd_mean": _mean(self.jsd[defined]),
+            }
+        summary["kld"]["finite_mean"] = _mean(finite)
+        summary["kld"]["finite_stderr"] = _stderr(finite)
         if self.log_p_label_base is None or self.log_p_label_test is None:
             return summary
-        base, test = self.log_p_label_base, self.log_p_label_test
+        labeled = ~(np.isnan(self.log_p_label_base) | np.isnan(self.log_p_label_test))
+        base, test = self.log_p_label_base[labeled], self.log_p_label_test[labeled]
         summary["n_labeled"] = int(base.shape[0])
         if base.shape[0] == 0:
             return summary
@@ -146,9 +164,16 @@ class Report:
     def _rows(self) -> list[tuple[str, str]]:
         summary = self.to_dict()
         kld = summary["kld"]
-        rows = [
-            ("positions", f"{self.n:,}"),
-            ("mean KLD", f"{_fmt(kld['mean'])} ± {_fmt(kld['stderr'])}"),
+        rows = [("positions", f"{self.n:,}")]
+        if summary["n_nan"]:
+            rows += [("NaN positions (left out)", f"{summary['n_nan']:,}")]
+        if summary["n_infinite"]:
+            rows += [("infinite KLD positions", f"{summary['n_infinite']:,}")]
+        rows += [("mean KLD", f"{_fmt(kld['mean'])} ± {_fmt(kld['stderr'])}")]
+        if summary["n_infinite"]:
+            finite = f"{_fmt(kld['finite_mean'])} ± {_fmt(kld['finite_stderr'])}"
+            rows += [("mean KLD, finite positions", finite)]
+        rows += [
             ("median KLD", _fmt(kld["median"])),
             ("min KLD", _fmt(kld["min"])),
             ("max KLD", _fmt(kld["max"])),
@@ -177,8 +202,19 @@ class Report:
 
 
 def _distribution(values: np.ndarray) -> dict[str, Any]:
+    if values.shape[0] == 0:
+        return {
+            "mean": math.nan,
+            "stderr": math.nan,
+            "median": math.nan,
+            "min": math.nan,
+            "max": math.nan,
+            "percentiles": dict.fromkeys(PERCENTILES, math.nan),
+        }
     with np.errstate(invalid="ignore"):
         quantiles = np.percentile(values, [float(q) for q in PERCENTILES])
+        # Interpolating towards +inf gives inf - inf = NaN: the quantile is +inf.
+        quantiles[np.isnan(quantiles)] = math.inf
         return {
             "mean": float(np.mean(values)),
             "stderr": _stderr(values),
@@ -187,6 +223,11 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
             "max": float(np.max(values)),
             "percentiles": {q: float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)},
         }
+
+
+def _mean(values: np.ndarray) -> float:
+    """The mean, NaN for no values."""
+    return float(np.mean(values)) if values.shape[0] else math.nan
 
 
 def _stderr(values: np.ndarray) -> float:
