@@ -121,7 +121,7 @@ class CompareAccumulator:
             raise ValueError(
                 "no position to report: call update() with at least one batch before compute()"
             )
-        columns = []
+        columns: list[np.ndarray | None] = []
         for index, _ in enumerate(_FIELDS):
             values = [part[index] for part in parts]
             if all(v is None for v in values):
@@ -154,7 +154,7 @@ class CompareAccumulator:
 
 def replaced(report: Report, **values: np.ndarray) -> Report:
     """``report`` with some per-position arrays replaced (same number of positions)."""
-    return dataclasses.replace(report, **values)
+    return dataclasses.replace(report, **values)  # type: ignore[arg-type]
 
 
 def _gathered(parts: list[tuple[np.ndarray | None, ...]], group: Any) -> list[Any]:
