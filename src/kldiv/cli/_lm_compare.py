@@ -107,7 +107,7 @@ def run_lm_compare(base: Path, test: Path, options: LMOptions) -> Any:
         from transformers.utils import logging as transformers_logging
 
         # Loading bars would interleave with the command's output.
-        transformers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     except ImportError:
         pass  # kldiv.lm names the missing package when a model is loaded
     names = {"base": base, "test": test}
