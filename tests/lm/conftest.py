@@ -27,9 +27,7 @@ def build_tokenizer(add_bos: bool) -> object:
 
     tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"]
-    )
+    trainer = trainers.WordLevelTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"])
     words = [f"w{i}" for i in range(N_WORDS)]
     tokenizer.train_from_iterator([" ".join(words)], trainer=trainer)
     if add_bos:
