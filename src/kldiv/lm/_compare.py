@@ -174,6 +174,7 @@ def evaluate(
         raise LMInputError(
             "--save-base", "BASE is a llama.cpp base file already; --save-base writes a model's"
         )
+    _check_context(sides, n_ctx)
     windows = _windows(sides, text=text, token_ids=token_ids, n_ctx=n_ctx, n_chunks=n_chunks)
     vocab = _vocabulary(sides, vocab_intersect)
     _check_tokens(sides, windows, vocab, source="--tokens" if token_ids is not None else "text")
@@ -312,12 +313,17 @@ def _check_tokens(sides: tuple[Side, Side], windows: Windows, vocab: int, source
         )
     if windows.bos is not None and not 0 <= windows.bos < vocab:
         raise LMInputError(source, f"the BOS id {windows.bos} is outside the vocabulary of {vocab}")
+
+
+def _check_context(sides: tuple[Side, Side], n_ctx: int | None) -> None:
+    files = [side.n_ctx for side in sides if isinstance(side, LlamaCppLogits)]
+    context = files[0] if files else DEFAULT_CONTEXT if n_ctx is None else n_ctx
     for side in sides:
         limit = side.max_positions if isinstance(side, CausalLM) else None
-        if limit is not None and windows.n_ctx > limit:
+        if limit is not None and context > limit:
             raise LMInputError(
                 _name(side),
-                f"takes at most {limit} positions; a context of {windows.n_ctx} is longer: "
+                f"takes at most {limit} positions; a context of {context} is longer: "
                 "use a smaller --ctx",
             )
 
