@@ -10,7 +10,10 @@ round-to-nearest 4-bit copy of it (groups of 32), and a Zipf-distributed token s
 * ``forward`` — the baseline: both models' forward passes over every window, exactly as
   `kldiv.lm.compare` runs them (one window at a time, output layer on the scored half only),
   the logits thrown away;
-* ``compare`` — `kldiv.lm.compare` itself: the same forward passes plus every statistic.
+* ``compare`` — `kldiv.lm.compare` itself: the same forward passes plus every statistic;
+* ``split`` — compare's loop written out, with each window's forward passes and its
+  statistics (`CompareAccumulator.update`) timed apart: the most robust ratio on a busy
+  machine, since both parts run under the same load.
 
 Both cases run one untimed forward pass per model first (one-time initialization).
 
@@ -72,6 +75,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from kldiv.lm import compare
+    from kldiv.report import CompareAccumulator
     from kldiv.lm._models import CausalLM
     from kldiv.lm._windows import make_windows
 
@@ -82,6 +86,7 @@ def child(args: argparse.Namespace) -> None:
     # A first pass outside the timing: one-time initialization of the kernels.
     for side in sides:
         side.scored_logits(windows.inputs(0, 1), windows.first)
+    forward_seconds = statistics_seconds = 0.0
     start = time.perf_counter()
     if args.case == "forward":
         for k in range(windows.n_chunk):
@@ -90,13 +95,27 @@ def child(args: argparse.Namespace) -> None:
                 # Wait for the values, as the statistics would.
                 float(logits[0, -1, -1])
                 del logits
+    elif args.case == "split":
+        # compare's loop written out, each window's two parts timed apart under the same load.
+        accumulator = CompareAccumulator()
+        for k in range(windows.n_chunk):
+            tick = time.perf_counter()
+            rows = [side.scored_logits(windows.inputs(k, k + 1), windows.first) for side in sides]
+            float(rows[0][0, -1, -1])
+            float(rows[1][0, -1, -1])
+            tock = time.perf_counter()
+            accumulator.update(rows[0][0], rows[1][0], windows.labels(k, k + 1)[0])
+            forward_seconds += tock - tick
+            statistics_seconds += time.perf_counter() - tock
+        assert accumulator.compute().n == windows.n_chunk * windows.rows
     else:
         report = compare(base, test, token_ids=tokens, n_ctx=args.ctx, device="cpu")
         assert report.n == windows.n_chunk * windows.rows
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": seconds, "after_models": after_models, "peak": peak,
-                      "threads": torch.get_num_threads()}))  # fmt: skip
+                      "threads": torch.get_num_threads(), "forward": forward_seconds,
+                      "statistics": statistics_seconds}))  # fmt: skip
 
 
 def run_case(case: str, args: argparse.Namespace) -> dict[str, float]:
@@ -115,7 +134,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=512)
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", choices=["forward", "compare"], dest="case")
+    parser.add_argument("--child", choices=["forward", "compare", "split"], dest="case")
     args = parser.parse_args()
     if args.case is not None:
         child(args)
@@ -124,7 +143,7 @@ def main() -> None:
         f"{args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, ctx {args.ctx}, "
         f"{args.windows} windows; {args.repeats} runs of each case, alternating"
     )
-    runs: dict[str, list[dict[str, float]]] = {"forward": [], "compare": []}
+    runs: dict[str, list[dict[str, float]]] = {"forward": [], "compare": [], "split": []}
     for _ in range(args.repeats):
         for case in runs:
             runs[case].append(run_case(case, args))
@@ -140,6 +159,12 @@ def main() -> None:
             f"{after / 2**20:5.0f} MiB + {(peak - after) / 2**20:5.0f} MiB "
             f"(budget: + {window_logits / 2**20:.0f} MiB for two windows of logits)"
         )
+    forward = sum(r["forward"] for r in runs["split"])
+    spent = sum(r["statistics"] for r in runs["split"])
+    print(
+        f"split: forward passes {forward:.2f} s, statistics {spent:.2f} s: the statistics "
+        f"add {100 * spent / forward:.1f} % (timed window by window in the same process)"
+    )
     added = times["compare"] / times["forward"] - 1
     print(
         f"statistics add {100 * added:.1f} % to the forward passes ({runs['forward'][0]['threads']:.0f} torch threads)"
