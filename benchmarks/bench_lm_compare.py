@@ -75,9 +75,9 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     from kldiv.lm import compare
-    from kldiv.report import CompareAccumulator
     from kldiv.lm._models import CausalLM
     from kldiv.lm._windows import make_windows
+    from kldiv.report import CompareAccumulator
 
     base, test, tokens = build(args)
     after_models = rss_bytes()
