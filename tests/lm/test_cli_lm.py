@@ -128,7 +128,10 @@ CASES = [
         ],
         "cannot be written: folder",
     ),
-    (["{llama}", "{llama_q4}", "--ctx", "32"], "--text: give a text or token ids to score the models on"),
+    (
+        ["{llama}", "{llama_q4}", "--ctx", "32"],
+        "--text: give a text or token ids to score the models on",
+    ),
     (["{bad}/truncated.kld", "{llama}"], "truncated.kld: is truncated:"),
     (
         ["{bad}/magic_only.kld", "{llama}"],
