@@ -15,10 +15,10 @@ import numpy as np
 
 from kldiv.cli._arrays import SUFFIXES, check_file, open_array
 from kldiv.cli._errors import BadInput
+from kldiv.lm._llamacpp import is_llamacpp_file
 
 # A hub id as the hub spells it, "org/name": tried only when no such local path exists.
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-MAGIC = b"_logits_"
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,7 @@ def is_lm_side(path: Path) -> bool:
     if path.is_dir():
         return True
     if path.is_file():
-        try:
-            with path.open("rb") as file:
-                return file.read(len(MAGIC)) == MAGIC
-        except OSError:
-            return False
+        return is_llamacpp_file(path)
     return (
         not path.exists() and path.suffix.lower() not in SUFFIXES and bool(_HUB_ID.match(str(path)))
     )

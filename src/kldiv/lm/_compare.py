@@ -164,8 +164,11 @@ def evaluate(
         raise LMInputError("--batch-size", f"must be a positive integer, got {batch_size!r}")
     if n_ctx is not None:
         check_context(n_ctx)
-    if save_base is not None and Path(save_base).exists() and Path(save_base).is_dir():
+    if save_base is not None and Path(save_base).is_dir():
         raise LMInputError(str(save_base), "is a directory; --save-base needs a file name")
+    if save_base is not None and not Path(save_base).parent.is_dir():
+        folder = Path(save_base).parent
+        raise LMInputError(str(save_base), f"cannot be written: folder {folder} does not exist")
     sides = (
         _side(base, device=device, dtype=dtype, tokenizer=tokenizer),
         _side(test, device=device, dtype=dtype, tokenizer=tokenizer),
