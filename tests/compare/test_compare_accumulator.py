@@ -4,6 +4,10 @@ report's llama-perplexity statistics against NumPy/SciPy."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +91,38 @@ def test_gather_over_one_rank(tmp_path: object) -> None:
         assert_same_report(accumulator.compute(gather=True), compare(base, test, labels=labels))
     finally:
         dist.destroy_process_group()
+
+
+def test_gather_over_two_ranks(tmp_path: Path) -> None:
+    pytest.importorskip("torch.distributed")
+    worker = Path(__file__).with_name("_accumulator_worker.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(worker),
+                str(rank),
+                "2",
+                str(tmp_path / "store"),
+                str(tmp_path / f"{rank}.npz"),
+            ],
+            env=env,
+        )
+        for rank in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(50, 11))
+    test = base + 0.3 * rng.normal(size=(50, 11))
+    labels = rng.integers(0, 11, size=50)
+    want = compare(base, test, labels=labels)
+    for rank in range(2):
+        got = np.load(tmp_path / f"{rank}.npz")
+        # Every rank holds all 50 positions, rank 0's first.
+        np.testing.assert_allclose(got["kld"], want.kld, rtol=1e-12)
+        np.testing.assert_array_equal(got["top1"], want.top1_same)
+        np.testing.assert_allclose(got["label_base"], want.log_p_label_base, rtol=1e-12)
 
 
 def test_the_llamacpp_statistics_of_the_report() -> None:
