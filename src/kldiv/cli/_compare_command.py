@@ -13,6 +13,7 @@ import typer
 
 from kldiv.cli._arrays import dtype_name, open_array
 from kldiv.cli._errors import BadInput
+from kldiv.cli._lm_compare import LMOptions, is_lm_side, run_lm_compare, write_per_token
 from kldiv.report import InputError, Report, compare
 from kldiv.report._checks import kind_hint
 
@@ -29,7 +30,18 @@ Examples:
   kldiv compare base.npy quantized.npy --labels tokens.npy --plot kld.png
 
   kldiv compare run.pt run_q4.pt --key logits --json > report.json
+
+  kldiv compare ./model ./model-int4 --text wiki.test.raw --ctx 512 --save-base base.kld
+
+  kldiv compare base.kld ./model-int4 --json
 """
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
 
 
 class Kind(str, Enum):
@@ -126,6 +138,40 @@ def compare_command(
             help="Fail (exit 2) at a position whose KL is NaN or infinite instead of counting it.",
         ),
     ] = False,
+    text: Annotated[
+        Path | None,
+        typer.Option(
+            help="Models: the text to score (BASE's tokenizer, TEST's if BASE is a file)."
+        ),
+    ] = None,
+    tokens: Annotated[
+        Path | None, typer.Option(help="Models: token ids to score instead (.npy, shape (n,)).")
+    ] = None,
+    ctx: Annotated[
+        int | None, typer.Option(help="Models: tokens per window (default 512, a file's own).")
+    ] = None,
+    chunks: Annotated[
+        int | None, typer.Option(min=1, help="Models: the most windows to score (default all).")
+    ] = None,
+    save_base: Annotated[
+        Path | None,
+        typer.Option(help="Models: write BASE's log-probabilities as a llama.cpp base file."),
+    ] = None,
+    per_token: Annotated[
+        Path | None,
+        typer.Option(help="Models: write per-position KLD, NLLs, Δp, same top and tokens (.npz)."),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="Models: where to run them (default cuda if available).")
+    ] = None,
+    dtype: Annotated[
+        DType, typer.Option(help="Models: the dtype to load them in (auto: the checkpoint's).")
+    ] = DType.auto,
+    batch_size: Annotated[int, typer.Option(min=1, help="Models: windows per forward pass.")] = 1,
+    vocab_intersect: Annotated[
+        bool,
+        typer.Option(help="Models: compare the first min(V) tokens when the vocabularies differ."),
+    ] = False,
 ) -> None:
     """Compare two models' output distributions position by position.
 
@@ -136,7 +182,39 @@ def compare_command(
     token (Δp) and both perplexities. Positions with NaN or +inf entries, and positions with
     an infinite KL, are counted and reported beside the mean over the finite ones.
     """
-    report, dtype = run_compare(
+    options = LMOptions(
+        text=text,
+        tokens=tokens,
+        ctx=ctx,
+        chunks=chunks,
+        save_base=save_base,
+        per_token=per_token,
+        device=device,
+        dtype=dtype.value,
+        batch_size=batch_size,
+        vocab_intersect=vocab_intersect,
+    )
+    if is_lm_side(base) or is_lm_side(test):
+        _lm_command(
+            base,
+            test,
+            options,
+            kind=kind,
+            labels=labels,
+            key=key,
+            labels_key=labels_key,
+            chunk_rows=chunk_rows,
+            json_output=json_output,
+            plot=plot,
+            strict=strict,
+        )
+        return
+    if options.given():
+        raise BadInput(
+            options.given()[0],
+            "applies when BASE or TEST is a model directory, a hub id or a llama.cpp base file",
+        )
+    report, dtype_of_files = run_compare(
         base,
         test,
         kind=kind.value,
@@ -154,7 +232,57 @@ def compare_command(
             summary["plot"] = str(written)
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        print_report(report, f"{base} vs {test} ({dtype}, kind {kind.value})")
+        print_report(report, f"{base} vs {test} ({dtype_of_files}, kind {kind.value})")
+        if written is not None:
+            typer.echo(f"plot of per-position KL written to {written}")
+
+
+def _lm_command(
+    base: Path,
+    test: Path,
+    options: LMOptions,
+    *,
+    kind: Kind,
+    labels: Path | None,
+    key: str | None,
+    labels_key: str | None,
+    chunk_rows: int | None,
+    json_output: bool,
+    plot: Path | None,
+    strict: bool,
+) -> None:
+    """``kldiv compare`` when a side is a model or a llama.cpp base file."""
+    file_only = {
+        "--strict": True if strict else None,
+        "--kind": None if kind == Kind.logits else kind,
+        "--labels": labels,
+        "--key": key,
+        "--labels-key": labels_key,
+        "--chunk-rows": chunk_rows,
+    }
+    for flag, value in file_only.items():
+        if value is not None:
+            raise BadInput(flag, "applies to logits files, not to models or llama.cpp base files")
+    plot_file = None if plot is None else plot_path(plot)
+    if plot_file is not None and not plot_file.parent.is_dir():
+        raise BadInput(plot, f"cannot write the plot: folder {plot_file.parent} does not exist")
+    evaluation = run_lm_compare(base, test, options)
+    report = evaluation.report
+    if options.per_token is not None:
+        write_per_token(evaluation, options.per_token)
+    written = None if plot_file is None else save_plot(report, plot_file)
+    windows = evaluation.windows
+    if json_output:
+        summary = json.loads(report.to_json())
+        summary["base"], summary["test"] = str(base), str(test)
+        summary["ctx"], summary["windows"] = windows.n_ctx, windows.n_chunk
+        if written is not None:
+            summary["plot"] = str(written)
+        sys.stdout.write(json.dumps(summary) + "\n")
+    else:
+        print_report(
+            report, f"{base} vs {test} ({windows.n_chunk} windows of {windows.n_ctx} tokens)"
+        )
         if written is not None:
             typer.echo(f"plot of per-position KL written to {written}")
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 PERCENTILES: tuple[str, ...] = ("0.1", "1", "5", "10", "90", "95", "99", "99.9")
+# Δp adds the quartiles, as llama-perplexity prints them.
+DELTA_P_PERCENTILES: tuple[str, ...] = ("0.1", "1", "5", "10", "25", "75", "90", "95", "99", "99.9")
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,8 +79,13 @@ class Report:
             with ``value`` and its binomial ``stderr``; ``reverse_kld_mean``; ``jsd_mean``;
             and with labels
             ``n_labeled``, ``delta_p`` (test minus base probability of the observed token:
-            ``mean``, ``stderr``, ``rms``, ``median``, ``min``, ``max``, ``percentiles``) and
-            ``ppl`` (``base``, ``test``, their ``ratio``, and ``ln_ratio`` with ``stderr``).
+            ``mean``, ``stderr``, ``rms`` with ``rms_stderr``, ``median``, ``min``, ``max``,
+            ``percentiles``, which add the quartiles "25" and "75") and ``ppl`` (``base`` and
+            ``test`` with ``base_stderr`` and ``test_stderr``; their ``ratio`` with
+            ``ratio_stderr``; ``ln_ratio``, the mean ln(PPL(test)/PPL(base)), with
+            ``ln_ratio_stderr``; ``difference`` PPL(test) − PPL(base) with ``value`` and
+            ``stderr``; and ``correlation``, llama-perplexity's Cor(ln PPL(test), ln PPL(base)),
+            which is Pearson's correlation of the per-position log-likelihoods).
         """
         defined = ~np.isnan(self.kld)
         kld = self.kld[defined]
@@ -110,19 +117,37 @@ class Report:
         if base.shape[0] == 0:
             return summary
         delta_p = np.exp(test) - np.exp(base)
-        summary["delta_p"] = _distribution(delta_p)
+        summary["delta_p"] = _distribution(delta_p, DELTA_P_PERCENTILES)
         summary["delta_p"]["rms"] = float(np.sqrt(np.mean(delta_p**2)))
-        with np.errstate(invalid="ignore", over="ignore"):
+        summary["delta_p"]["rms_stderr"] = _rms_stderr(delta_p)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             # ln(PPL_test / PPL_base) is the mean of log p_base − log p_test over labels.
             log_ratio = base - test
             ppl_base = float(np.exp(-np.mean(base)))
             ppl_test = float(np.exp(-np.mean(test)))
+            ln_ratio_stderr = _stderr(log_ratio)
+            stderr_base, stderr_test = ppl_base * _stderr(base), ppl_test * _stderr(test)
+            # Covariance of the two mean log-likelihoods, as llama-perplexity computes it.
+            covariance = _covariance(base, test)
+            difference_variance = (
+                stderr_test**2 + stderr_base**2 - 2 * ppl_test * ppl_base * covariance
+            )
             summary["ppl"] = {
                 "base": ppl_base,
                 "test": ppl_test,
                 "ratio": ppl_test / ppl_base,
                 "ln_ratio": float(np.mean(log_ratio)),
-                "ln_ratio_stderr": _stderr(log_ratio),
+                "ln_ratio_stderr": ln_ratio_stderr,
+                "base_stderr": stderr_base,
+                "test_stderr": stderr_test,
+                "ratio_stderr": ppl_test / ppl_base * ln_ratio_stderr,
+                "difference": {
+                    "value": ppl_test - ppl_base,
+                    "stderr": math.sqrt(max(difference_variance, 0.0))
+                    if math.isfinite(difference_variance)
+                    else math.nan,
+                },
+                "correlation": _correlation(base, test),
             }
         return summary
 
@@ -190,18 +215,32 @@ class Report:
             rows += [
                 ("labeled positions", f"{summary['n_labeled']:,}"),
                 ("mean Δp", f"{100 * delta_p['mean']:.4f} ± {100 * delta_p['stderr']:.4f} %"),
-                ("RMS Δp", f"{100 * delta_p['rms']:.4f} %"),
+                (
+                    "RMS Δp",
+                    f"{100 * delta_p['rms']:.4f} ± {100 * delta_p['rms_stderr']:.4f} %",
+                ),
+                ("min Δp", f"{100 * delta_p['min']:.4f} %"),
+                ("max Δp", f"{100 * delta_p['max']:.4f} %"),
             ]
             rows += [(f"Δp {q}%", f"{100 * v:.4f} %") for q, v in delta_p["percentiles"].items()]
             rows += [
-                ("PPL base", _fmt(ppl["base"])),
-                ("PPL test", _fmt(ppl["test"])),
-                ("PPL test / base", _fmt(ppl["ratio"])),
+                ("PPL base", f"{_fmt(ppl['base'])} ± {_fmt(ppl['base_stderr'])}"),
+                ("PPL test", f"{_fmt(ppl['test'])} ± {_fmt(ppl['test_stderr'])}"),
+                ("PPL test / base", f"{_fmt(ppl['ratio'])} ± {_fmt(ppl['ratio_stderr'])}"),
+                (
+                    "ln(PPL test / base)",
+                    f"{_fmt(ppl['ln_ratio'])} ± {_fmt(ppl['ln_ratio_stderr'])}",
+                ),
+                (
+                    "PPL test − base",
+                    f"{_fmt(ppl['difference']['value'])} ± {_fmt(ppl['difference']['stderr'])}",
+                ),
+                ("Cor(ln PPL test, ln PPL base)", f"{100 * ppl['correlation']:.2f} %"),
             ]
         return rows
 
 
-def _distribution(values: np.ndarray) -> dict[str, Any]:
+def _distribution(values: np.ndarray, percentiles: tuple[str, ...] = PERCENTILES) -> dict[str, Any]:
     if values.shape[0] == 0:
         return {
             "mean": math.nan,
@@ -209,10 +248,10 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
             "median": math.nan,
             "min": math.nan,
             "max": math.nan,
-            "percentiles": dict.fromkeys(PERCENTILES, math.nan),
+            "percentiles": dict.fromkeys(percentiles, math.nan),
         }
     with np.errstate(invalid="ignore"):
-        quantiles = np.percentile(values, [float(q) for q in PERCENTILES])
+        quantiles = np.percentile(values, [float(q) for q in percentiles])
         # Interpolating towards +inf gives inf - inf = NaN: the quantile is +inf.
         quantiles[np.isnan(quantiles)] = math.inf
         return {
@@ -221,7 +260,7 @@ def _distribution(values: np.ndarray) -> dict[str, Any]:
             "median": float(np.median(values)),
             "min": float(np.min(values)),
             "max": float(np.max(values)),
-            "percentiles": {q: float(v) for q, v in zip(PERCENTILES, quantiles, strict=True)},
+            "percentiles": {q: float(v) for q, v in zip(percentiles, quantiles, strict=True)},
         }
 
 
@@ -236,6 +275,36 @@ def _stderr(values: np.ndarray) -> float:
         return math.nan
     with np.errstate(invalid="ignore"):
         return float(np.std(values, ddof=1) / math.sqrt(values.shape[0]))
+
+
+def _covariance(a: np.ndarray, b: np.ndarray) -> float:
+    """Covariance of the means of ``a`` and ``b``: the sample covariance over n, with ddof=1."""
+    n = a.shape[0]
+    if n < 2:
+        return math.nan
+    return float(np.mean((a - np.mean(a)) * (b - np.mean(b))) / (n - 1))
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    r"""Pearson's correlation of ``a`` and ``b``; NaN for fewer than two values or no spread.
+
+    llama-perplexity's Cor(ln PPL(Q), ln PPL(base)) is the covariance of the two mean
+    log-likelihoods over the product of their standard errors, which is this correlation of
+    the per-position log-likelihoods.
+    """
+    if a.shape[0] < 2:
+        return math.nan
+    da, db = a - np.mean(a), b - np.mean(b)
+    denominator = math.sqrt(float(np.sum(da * da)) * float(np.sum(db * db)))
+    return float(np.sum(da * db)) / denominator if denominator > 0 else math.nan
+
+
+def _rms_stderr(values: np.ndarray) -> float:
+    r"""Standard error of the RMS, $\frac{1}{2\,\mathrm{RMS}}$ times that of the mean square."""
+    rms = math.sqrt(float(np.mean(values**2)))
+    if rms == 0:
+        return 0.0 if values.shape[0] >= 2 else math.nan
+    return 0.5 / rms * _stderr(values**2)
 
 
 def _fmt(value: float) -> str:
