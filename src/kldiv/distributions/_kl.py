@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import warnings
 from typing import Any
 
 import numpy as np
 
 from kldiv._result import KLResult
-from kldiv.distributions import _fallbacks
+from kldiv.distributions import _fallbacks, _torch_fallbacks
 from kldiv.distributions._mixture import Mixture, upper_bound, variational
+from kldiv.distributions._ops import as_array
 from kldiv.distributions._registry import NoClosedForm, lookup, registered_pairs
 from kldiv.distributions._scipy import Reading, align_tables, is_scipy, read_scipy
 from kldiv.distributions._torch import is_torch, read_torch
@@ -79,18 +83,16 @@ def kl(
     if method in ("variational", "bound"):
         raise ValueError(f"method={method!r} applies to Mixture arguments only; use 'auto'")
     reading_p, reading_q = _read(p, "p"), _read(q, "q")
-    # torch objects kldiv reads are used as kldiv types from here on (float64, scipy fallbacks).
-    original_p, original_q = p, q
-    p = reading_p.natural if is_torch(p) and reading_p is not None else p
-    q = reading_q.natural if is_torch(q) and reading_q is not None else q
+    if is_torch(p) or is_torch(q):
+        return _kl_torch(
+            p, q, reading_p, reading_q, method=method, n_samples=int(n_samples), seed=seed
+        )
     batch_shape = np.broadcast_shapes(_batch_shape(p, reading_p), _batch_shape(q, reading_q))
     outside = _outside_support(p, q)
     if method in ("auto", "exact"):
         if outside is not None and np.all(outside):
             return _exact_result(np.full(batch_shape, np.inf))
         value, reason = _closed_form(p, q, reading_p, reading_q)
-        if value is None and is_torch(original_p) and is_torch(original_q):
-            value = _torch_closed_form(original_p, original_q)
         if value is not None:
             if outside is not None:
                 value = np.where(outside, np.inf, value)
@@ -101,8 +103,8 @@ def kl(
     univariate = _is_univariate(p, q)
     if method == "quadrature" and not univariate:
         raise ValueError(
-            "method='quadrature' needs univariate P and Q with known supports (not torch objects "
-            "kldiv cannot read); use method='monte_carlo'"
+            "method='quadrature' needs univariate P and Q with known supports; "
+            "use method='monte_carlo'"
         )
     if method == "quadrature" or (method == "auto" and univariate):
         return _fallbacks.quadrature(p, q, batch_shape)
@@ -111,9 +113,98 @@ def kl(
         q,
         batch_shape,
         n_samples=int(n_samples),
-        seed=seed,
+        seed=resolve_seed(seed, int(n_samples)),
         k3_applies=_q_inside_p(p, q, reading_p, reading_q),
     )
+
+
+def resolve_seed(seed: int | np.random.Generator | None, n_samples: int) -> Any:
+    """The seed Monte Carlo runs with; for ``None`` a fresh one, named in a warning."""
+    if seed is not None:
+        return seed
+    drawn = int(np.random.SeedSequence().entropy % 2**32)  # type: ignore[operator]
+    warnings.warn(
+        f"kl fell back to Monte Carlo ({n_samples} draws) without a seed, so the value changes "
+        f"from call to call; pass seed={drawn} to reproduce this one (result.params['seed'])",
+        UserWarning,
+        stacklevel=3,
+    )
+    return drawn
+
+
+def _kl_torch(
+    p: Any,
+    q: Any,
+    reading_p: Reading | None,
+    reading_q: Reading | None,
+    *,
+    method: str,
+    n_samples: int,
+    seed: int | np.random.Generator | None,
+) -> KLResult:
+    """KL with a torch distribution on either side: a tensor in the autograd graph."""
+    import torch
+
+    like = _torch_fallbacks.floating(p if is_torch(p) else q)
+    readings = [_as_tensors(r, like) for r in (reading_p, reading_q)]
+    sides = [
+        x if r is None or not is_torch(x) else r.natural
+        for x, r in zip((p, q), readings, strict=True)
+    ]
+    batch_shape = tuple(
+        np.broadcast_shapes(
+            _batch_shape(sides[0], readings[0]), _batch_shape(sides[1], readings[1])
+        )
+    )
+    if method in ("auto", "exact"):
+        detached = [x.detached() if isinstance(x, Distribution) else x for x in sides]
+        outside = _outside_support(*detached)
+        if outside is not None and np.all(outside):
+            return _torch_exact(torch.full(batch_shape, math.inf, dtype=like.dtype), batch_shape)
+        value: Any
+        value, reason = _closed_form(sides[0], sides[1], readings[0], readings[1])
+        if value is None and is_torch(p) and is_torch(q):
+            value = _torch_closed_form(p, q)
+        if value is not None:
+            value = as_array(value, like)
+            if outside is not None:
+                value = torch.where(torch.as_tensor(outside, device=like.device), math.inf, value)
+            return _torch_exact(value, batch_shape)
+        if method == "exact":
+            error = TypeError if reason.startswith("no closed form") else ValueError
+            raise error(f"{reason}. Use method='auto' for a numerical value.")
+    if not (is_torch(p) and is_torch(q)):
+        raise TypeError(
+            f"KL({_describe(p)}‖{_describe(q)}) has no closed form, and the numerical methods "
+            "need both sides as torch.distributions objects (to stay in the autograd graph); "
+            "pass Q as a torch.distributions object too, or both as scipy.stats objects"
+        )
+    univariate = _torch_fallbacks.is_univariate(p, q)
+    if method == "quadrature" and not univariate:
+        raise ValueError(
+            f"method='quadrature' needs univariate P and Q with supports torch names; got "
+            f"event shapes {tuple(p.event_shape)} and {tuple(q.event_shape)} and supports "
+            f"{p.support} and {q.support}; use method='monte_carlo'"
+        )
+    if method == "quadrature" or (method == "auto" and univariate):
+        return _torch_fallbacks.quadrature(p, q)
+    chosen = resolve_seed(seed, n_samples)
+    if isinstance(chosen, np.random.Generator):
+        chosen = int(chosen.integers(2**32))
+    return _torch_fallbacks.monte_carlo(p, q, n_samples=n_samples, seed=int(chosen))
+
+
+def _as_tensors(reading: Reading | None, like: Any) -> Reading | None:
+    if reading is None or reading.table_values is not None:
+        return reading
+    return dataclasses.replace(reading, natural=reading.natural.as_tensors(like))
+
+
+def _torch_exact(value: Any, batch_shape: tuple[int, ...]) -> KLResult:
+    import torch
+
+    value = torch.broadcast_to(value, batch_shape)
+    return KLResult(value=value, stderr=torch.zeros_like(value.detach()), method="exact")
 
 
 def _exact_result(value: Float64Array) -> KLResult:
@@ -165,7 +256,7 @@ def _is_univariate(p: Any, q: Any) -> bool:
 def _as_density(obj: Any) -> Any:
     if isinstance(obj, Distribution):
         # Only univariate types have an interval support worth comparing.
-        return obj.to_scipy() if obj.event_ndim == 0 else None
+        return obj.detached().to_scipy() if obj.event_ndim == 0 else None
     return obj
 
 
@@ -186,6 +277,10 @@ def _outside_support(p: Any, q: Any) -> Float64Array | None:
     if _fallbacks.is_discrete(p) != _fallbacks.is_discrete(q):
         # Atoms of a discrete P have probability zero under a continuous Q, and vice versa.
         return np.ones(np.broadcast_shapes(bounds_p[0].shape, bounds_q[0].shape), dtype=bool)
+    if _fallbacks.is_discrete(p):
+        # A discrete law's support interval can be wider than where it has mass (Poisson(0),
+        # Binomial(n, 0)): the closed forms and the sum over P's points decide instead.
+        return None
     return np.asarray((bounds_p[0] < bounds_q[0]) | (bounds_p[1] > bounds_q[1]))
 
 
@@ -250,18 +345,15 @@ def _closed_form(
         return None, str(error)
 
 
-def _torch_closed_form(p: Any, q: Any) -> Float64Array | None:
+def _torch_closed_form(p: Any, q: Any) -> Any:
     """torch's registered closed form for two torch objects kldiv does not read itself."""
-    if not (is_torch(p) and is_torch(q)):
-        return None
     import torch.distributions as td
 
     try:
-        value = td.kl_divergence(p, q)
+        return td.kl_divergence(p, q)
     except NotImplementedError:
         # torch's answer for a pair it has no closed form registered for: fall back.
         return None
-    return np.asarray(value.detach().cpu().double().numpy())
 
 
 def _component_kl(components_p: tuple[Any, ...], components_q: tuple[Any, ...]) -> Float64Array:
@@ -297,5 +389,10 @@ def _kl_mixture(p: Any, q: Any, *, method: str, n_samples: int, seed: Any) -> KL
             return _exact_result(np.full((), np.inf))
         return _fallbacks.quadrature(p, q, ())
     return _fallbacks.monte_carlo(
-        p, q, (), n_samples=n_samples, seed=seed, k3_applies=_q_inside_p(p, q, None, None)
+        p,
+        q,
+        (),
+        n_samples=n_samples,
+        seed=resolve_seed(seed, n_samples),
+        k3_applies=_q_inside_p(p, q, None, None),
     )
