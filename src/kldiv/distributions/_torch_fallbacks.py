@@ -120,6 +120,10 @@ def quadrature(p: Any, q: Any) -> KLResult:
     p, q = _unchecked(p), _unchecked(q)
     if p.support.is_discrete:
         value, bound = _sum_discrete(p, q, batch)
+    elif _disjoint_everywhere(p, q, batch):
+        like = floating(p)
+        value = torch.full(batch, math.inf, dtype=like.dtype, device=like.device)
+        bound = torch.zeros_like(value)
     else:
         value, bound = _integrate_continuous(p, q, batch)
     stderr = torch.zeros_like(value.detach())
@@ -135,6 +139,16 @@ def _unchecked(dist: Any) -> Any:
     clone = copy.copy(dist)
     clone._validate_args = False
     return clone
+
+
+def _disjoint_everywhere(p: Any, q: Any, batch: tuple[int, ...]) -> bool:
+    """Whether P's support reaches beyond Q's in every entry (KL = +inf, nothing to integrate)."""
+    import torch
+
+    low_p, high_p = support_bounds(p)  # type: ignore[misc]
+    low_q, high_q = support_bounds(q)  # type: ignore[misc]
+    beyond = (low_p < low_q) | (high_p > high_q)
+    return bool(torch.broadcast_to(beyond, batch).all())
 
 
 def _terms(p: Any, q: Any, x: Any, weight: Any, safe: Any) -> Any:
@@ -207,6 +221,9 @@ def _integrate_continuous(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
         )
 
     fine = combine(finite_fine, up_fine, down_fine)
+    # P's support reaching beyond Q's puts mass where Q has none.
+    low_q, high_q = support_bounds(q)  # type: ignore[misc]
+    fine = torch.where((low < low_q) | (high > high_q), math.inf, fine)
     coarse = combine(finite_coarse, up_coarse, down_coarse)
     with torch.no_grad():
         bound = torch.where(torch.isfinite(fine), (fine - coarse).abs(), 0.0)
