@@ -240,6 +240,13 @@ def _sum_discrete(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
         stop = int(torch.max(high).item())
         left_out = torch.zeros(batch, dtype=like.dtype, device=like.device)
     else:
+        with torch.no_grad():
+            try:
+                reach = float((p.mean + 40 * p.stddev).max())
+            except NotImplementedError:
+                reach = 0.0
+        if reach - start > _MAX_TERMS:
+            _too_many()
         # Grow the range until P's mass beyond it is below the tail mass in every entry.
         size = 64
         while True:
@@ -250,10 +257,7 @@ def _sum_discrete(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
                 break
             size *= 2
         if bool((1 - mass > _TAIL_MASS).any()):
-            raise ValueError(
-                f"P's support has more than {_MAX_TERMS} points of non-negligible mass, too many "
-                "to sum; use method='monte_carlo'"
-            )
+            _too_many()
         stop = start + size - 1
         left_out = (1 - mass).clamp(min=0.0)
     points = torch.arange(start, stop + 1, dtype=like.dtype, device=like.device)
@@ -262,6 +266,13 @@ def _sum_discrete(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
     weight = torch.ones((), dtype=like.dtype, device=like.device)
     value = _terms(p, q, points, weight, safe).sum(dim=0)
     return value, left_out
+
+
+def _too_many() -> None:
+    raise ValueError(
+        f"P's support has more than {_MAX_TERMS} points of non-negligible mass, too many "
+        "to sum; use method='monte_carlo'"
+    )
 
 
 def _mass(p: Any, grid: Any, batch: Any) -> Any:
