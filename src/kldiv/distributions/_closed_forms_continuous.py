@@ -4,8 +4,9 @@ Same-family pairs are the formulas that ``torch.distributions.kl`` registers (ea
 E_P[log p − log q] in closed form), written once for NumPy (float64) and torch tensors (in the autograd graph) alike.
 Cross-family pairs with Q normal, exponential or uniform use
 
-.. math::
-    \mathrm{KL}(P\,\|\,Q) = -H(P) - \mathbb{E}_P[\log q(X)],
+$$
+\mathrm{KL}(P\,\|\,Q) = -H(P) - \mathbb{E}_P[\log q(X)],
+$$
 
 where E_P[log q] needs only the mean, variance and entropy of P. Pairs whose supports leave
 part of P's mass outside Q's support are +inf; ``kl`` applies that rule to every univariate pair.

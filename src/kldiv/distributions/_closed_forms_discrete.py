@@ -3,8 +3,9 @@ r"""Closed forms of KL(P‖Q) between discrete distributions.
 Every finite table goes through the core's :func:`kldiv.kl_div`, so that the conventions
 0·log(0/q) = 0 and p·log(p/0) = +inf live in one place:
 
-.. math::
-    \mathrm{KL}(P\,\|\,Q) = \sum_x p(x) \log\frac{p(x)}{q(x)}.
+$$
+\mathrm{KL}(P\,\|\,Q) = \sum_x p(x) \log\frac{p(x)}{q(x)}.
+$$
 
 Binomial and multinomial laws with the same number of trials are n independent draws, so their
 KL is n times the KL of one draw. Poisson and geometric laws have infinite support and closed

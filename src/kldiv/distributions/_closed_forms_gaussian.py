@@ -1,9 +1,10 @@
 r"""Closed forms of KL between multivariate Gaussians (full, diagonal and low-rank covariance).
 
-.. math::
-    \mathrm{KL}(\mathcal N(\mu_p, \Sigma_p)\,\|\,\mathcal N(\mu_q, \Sigma_q)) = \tfrac12\left[
-    \operatorname{tr}(\Sigma_q^{-1}\Sigma_p) + (\mu_q-\mu_p)^\top\Sigma_q^{-1}(\mu_q-\mu_p)
-    - d + \log\det\Sigma_q - \log\det\Sigma_p\right]
+$$
+\mathrm{KL}(\mathcal N(\mu_p, \Sigma_p)\,\|\,\mathcal N(\mu_q, \Sigma_q)) = \tfrac12\left[
+\operatorname{tr}(\Sigma_q^{-1}\Sigma_p) + (\mu_q-\mu_p)^\top\Sigma_q^{-1}(\mu_q-\mu_p) - d
++ \log\det\Sigma_q - \log\det\Sigma_p\right]
+$$
 
 Computed from Cholesky factors L (Σ = L Lᵀ): the trace is ‖L_q⁻¹ L_p‖²_F and the log-determinants
 are sums of log-diagonals, which avoids forming inverses. Diagonal pairs use the core's

@@ -34,15 +34,29 @@ def kl(
 ) -> KLResult:
     r"""KL(P‖Q) in nats between two distributions, with its standard error and method.
 
-    .. math::
-        \mathrm{KL}(P\,\|\,Q) = \int p(x) \log\frac{p(x)}{q(x)}\,dx
+    $$
+    \mathrm{KL}(P\,\|\,Q) = \int p(x) \log\frac{p(x)}{q(x)}\,dx
+    $$
 
     ``method="auto"`` returns, in this order of preference: +inf when P puts mass where Q has
     none (supports compared, or a discrete P against a continuous Q); the registered closed
     form ("exact"); for torch pairs kldiv cannot read, torch's own ``kl_divergence``; for
-    univariate pairs, adaptive quadrature or summation over P's support ("quadrature", with
-    the integrator's error bound); otherwise Monte Carlo over ``n_samples`` draws of P
-    ("monte_carlo", k3 estimator where Q's support lies inside P's, else k1).
+    univariate pairs, quadrature or summation over P's support ("quadrature", with the
+    integrator's error bound); otherwise Monte Carlo over ``n_samples`` draws of P
+    ("monte_carlo"). Parameters on the edge of their family (Poisson rate 0, probabilities 0
+    and 1, zero trials, von Mises concentration 0) give the limit, +inf where P's mass lies
+    outside Q's support.
+
+    **torch inputs.** With a ``torch.distributions`` object on either side the value is a
+    tensor in the autograd graph, with the batch shape, dtype and device
+    ``torch.distributions.kl_divergence`` would give: the closed forms run on the tensors
+    themselves, quadrature uses a fixed double-exponential rule on P's support (deterministic,
+    differentiable, nodes following P's parameters), and Monte Carlo uses ``rsample`` where P
+    has it (the score-function gradient otherwise, k1 estimator). ``result.value`` is that
+    tensor (``result.value.sum().backward()``); :func:`kl_divergence` returns it directly.
+
+    Monte Carlo without a ``seed`` draws one, warns (``UserWarning``) with the seed to pass to
+    reproduce the value, and records it in ``result.params["seed"]``.
 
     Args:
         p: P: a frozen ``scipy.stats`` distribution, a ``torch.distributions`` object, one of
@@ -56,15 +70,18 @@ def kl(
 
     Returns:
         :class:`KLResult`: ``float(result)`` or ``numpy.asarray(result)`` (batch shape) is
-        the value in nats; ``result.stderr`` is 0.0 except for Monte Carlo.
+        the value in nats; ``result.value`` is a float, a float64 array, or for torch inputs a
+        tensor in the graph; ``result.stderr`` is 0 except for Monte Carlo.
 
     Raises:
-        TypeError: if an argument is not a distribution kldiv can read, or if method="exact"
-            and no closed form is registered (the message lists the registered pairs).
-        ValueError: for an unknown method, n_samples < 2, or scipy objects whose loc/scale
-            make the closed form inapplicable under method="exact".
+        TypeError: if an argument is not a distribution kldiv can read, if method="exact"
+            and no closed form is registered (the message lists the registered pairs), or if
+            a torch object meets a non-torch one without a closed form between them.
+        ValueError: for an unknown method, n_samples < 2, parameters outside their family,
+            or scipy objects whose loc/scale make the closed form inapplicable under
+            method="exact".
 
-    Example:
+    Examples:
         >>> import scipy.stats
         >>> float(kl(scipy.stats.norm(0, 1), scipy.stats.norm(1, 2)))
         0.4431471805599453
@@ -73,6 +90,16 @@ def kl(
         >>> result = kl(scipy.stats.t(5), scipy.stats.norm())   # no closed form
         >>> result.method, round(float(result), 6)
         ('quadrature', 0.124769)
+        >>> float(kl(scipy.stats.poisson(0), scipy.stats.poisson(1)))   # point mass at 0
+        1.0
+        >>> import torch
+        >>> loc = torch.tensor(1.0, requires_grad=True)
+        >>> result = kl(torch.distributions.Normal(loc, 1.0), torch.distributions.Normal(0.0, 1.0))
+        >>> result.value
+        tensor(0.5000, grad_fn=<ExpandBackward0>)
+        >>> result.value.backward()
+        >>> loc.grad
+        tensor(1.)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -207,8 +234,11 @@ def _kl_torch(
         )
     )
     if method in ("auto", "exact"):
-        detached = [x.detached() if isinstance(x, Distribution) else x for x in sides]
-        outside = _outside_support(*detached)
+        if is_torch(p) and is_torch(q):
+            outside = _torch_fallbacks.outside_support(p, q)
+        else:
+            detached = [x.detached() if isinstance(x, Distribution) else x for x in sides]
+            outside = _outside_support(*detached)
         if outside is not None and np.all(outside):
             return _torch_exact(torch.full(batch_shape, math.inf, dtype=like.dtype), batch_shape)
         value: Any

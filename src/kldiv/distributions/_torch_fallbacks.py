@@ -26,7 +26,14 @@ import numpy as np
 
 from kldiv._result import KLResult
 
-__all__ = ["floating", "is_univariate", "monte_carlo", "quadrature", "support_bounds"]
+__all__ = [
+    "floating",
+    "is_univariate",
+    "monte_carlo",
+    "outside_support",
+    "quadrature",
+    "support_bounds",
+]
 
 _HALF_WIDTH = 6.0  # t ∈ [−6, 6]: nodes reach c ± s·e^316 on a half-line, within float64
 _STEP = 1.0 / 32.0
@@ -72,6 +79,26 @@ def support_bounds(dist: Any) -> tuple[Any, Any] | None:
             low, high = bounds()
             return full(low), full(high)
     return None
+
+
+def outside_support(p: Any, q: Any) -> Any:
+    """Where a continuous P's support reaches beyond Q's (KL = +inf), as a NumPy bool array.
+
+    ``None`` when a support is unknown or P is discrete: a discrete law's support interval
+    can be wider than where it has mass (Poisson(0)); the closed forms and sums decide then.
+    """
+    import torch
+
+    bounds_p, bounds_q = support_bounds(p), support_bounds(q)
+    if bounds_p is None or bounds_q is None or p.support.is_discrete:
+        return None
+    if q.support.is_discrete:
+        # Points of Q have no mass under a continuous P's density, and vice versa.
+        batch = tuple(np.broadcast_shapes(tuple(p.batch_shape), tuple(q.batch_shape)))
+        return np.ones(batch, dtype=bool)
+    with torch.no_grad():
+        beyond = (bounds_p[0] < bounds_q[0]) | (bounds_p[1] > bounds_q[1])
+    return beyond.cpu().numpy()
 
 
 def is_univariate(p: Any, q: Any) -> bool:
