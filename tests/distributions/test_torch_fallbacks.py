@@ -19,6 +19,7 @@ import pytest
 import scipy.integrate
 import scipy.stats as st
 
+import kldiv.distributions as kd
 from kldiv.distributions import kl, kl_divergence
 
 torch = pytest.importorskip("torch")
@@ -271,3 +272,33 @@ def test_errors_name_the_problem_and_the_fix() -> None:
         match=r"more than 8388608 points of non-negligible mass, too many to sum; use method='monte_carlo'",
     ):
         kl(td.Poisson(_t(1e8)), td.Geometric(_t(0.5)))
+
+
+@pytest.mark.parametrize(
+    "make_q", [lambda: kd.Normal(0.0, 2.0), lambda: st.norm(0.0, 2.0)], ids=["kldiv", "scipy"]
+)
+def test_torch_against_a_non_torch_closed_form_keeps_the_graph(make_q: Callable[[], Any]) -> None:
+    loc = _t(0.5, True)
+    result = kl(td.Normal(loc, _t(1.0)), make_q())
+    # log(2/1) + (1 + 0.5²)/(2·4) − 1/2; d/dμ = μ/σ_q².
+    assert float(result) == pytest.approx(math.log(2.0) + 1.25 / 8 - 0.5, rel=1e-14)
+    (gradient,) = torch.autograd.grad(result.value, [loc])
+    assert float(gradient) == pytest.approx(0.5 / 4.0, rel=1e-14)
+
+
+def test_discrete_against_continuous_torch_is_infinite_in_both_orders() -> None:
+    discrete, continuous = td.NegativeBinomial(_t(3.0), _t(0.4)), td.Normal(_t(0.0), _t(1.0))
+    for method in ("auto", "quadrature"):
+        assert float(kl(discrete, continuous, method=method)) == math.inf
+        assert float(kl(continuous, discrete, method=method)) == math.inf
+
+
+def test_discrete_pair_torch_cannot_read_is_summed_like_scipy() -> None:
+    # torch's NegativeBinomial(r, p) counts successes of probability p before r failures:
+    # scipy's nbinom(r, 1 − p). Reference: the sum written out over 0..400.
+    result = kl(td.NegativeBinomial(_t(3.0), _t(0.4)), td.Poisson(_t(2.0)))
+    assert result.method == "quadrature"
+    k = np.arange(0, 400)
+    p, q = st.nbinom(3, 0.6), st.poisson(2.0)
+    expected = np.sum(p.pmf(k) * (p.logpmf(k) - q.logpmf(k)))
+    assert float(result) == pytest.approx(expected, rel=1e-12)

@@ -90,12 +90,14 @@ def outside_support(p: Any, q: Any) -> Any:
     import torch
 
     bounds_p, bounds_q = support_bounds(p), support_bounds(q)
-    if bounds_p is None or bounds_q is None or p.support.is_discrete:
+    if bounds_p is None or bounds_q is None:
         return None
-    if q.support.is_discrete:
-        # Points of Q have no mass under a continuous P's density, and vice versa.
+    if p.support.is_discrete != q.support.is_discrete:
+        # Atoms of a discrete P have probability zero under a continuous Q, and vice versa.
         batch = tuple(np.broadcast_shapes(tuple(p.batch_shape), tuple(q.batch_shape)))
         return np.ones(batch, dtype=bool)
+    if p.support.is_discrete:
+        return None
     with torch.no_grad():
         beyond = (bounds_p[0] < bounds_q[0]) | (bounds_p[1] > bounds_q[1])
     return beyond.cpu().numpy()
@@ -145,12 +147,14 @@ def quadrature(p: Any, q: Any) -> KLResult:
 
     batch = tuple(np.broadcast_shapes(tuple(p.batch_shape), tuple(q.batch_shape)))
     p, q = _unchecked(p), _unchecked(q)
-    if p.support.is_discrete:
-        value, bound = _sum_discrete(p, q, batch)
-    elif _disjoint_everywhere(p, q, batch):
+    outside = outside_support(p, q)
+    if outside is not None and bool(np.all(outside)):
+        # Nothing to integrate: P's mass lies outside Q's support in every entry.
         like = floating(p)
         value = torch.full(batch, math.inf, dtype=like.dtype, device=like.device)
         bound = torch.zeros_like(value)
+    elif p.support.is_discrete:
+        value, bound = _sum_discrete(p, q, batch)
     else:
         value, bound = _integrate_continuous(p, q, batch)
     stderr = torch.zeros_like(value.detach())
@@ -166,16 +170,6 @@ def _unchecked(dist: Any) -> Any:
     clone = copy.copy(dist)
     clone._validate_args = False
     return clone
-
-
-def _disjoint_everywhere(p: Any, q: Any, batch: tuple[int, ...]) -> bool:
-    """Whether P's support reaches beyond Q's in every entry (KL = +inf, nothing to integrate)."""
-    import torch
-
-    low_p, high_p = support_bounds(p)  # type: ignore[misc]
-    low_q, high_q = support_bounds(q)  # type: ignore[misc]
-    beyond = (low_p < low_q) | (high_p > high_q)
-    return bool(torch.broadcast_to(beyond, batch).all())
 
 
 def _terms(p: Any, q: Any, x: Any, weight: Any, safe: Any) -> Any:
