@@ -101,7 +101,7 @@ class KLResult:
     units: str = "nats"
     n: int | None = None
     m: int | None = None
-    error_bound: FloatOrArray | None = None
+    error_bound: FloatOrArray | torch.Tensor | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __float__(self) -> float:
@@ -153,7 +153,7 @@ class KLResult:
         if self.m is not None:
             extras.append(f"m={self.m}")
         if self.error_bound is not None:
-            extras.append(f"error bound {float(np.asarray(self.error_bound)):.3g}")
+            extras.append(f"error bound {float(np.asarray(_numpy(self.error_bound))):.3g}")
         value = float(np.asarray(_numpy(self.value)))
         stderr = float(np.asarray(_numpy(self.stderr)))
         return f"{value:.6g} ± {stderr:.3g} {self.units} ({', '.join(extras)})"
