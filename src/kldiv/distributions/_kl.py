@@ -258,7 +258,7 @@ def _kl_torch(
                 value = None
         if value is not None:
             value = as_array(value, like)
-            if outside is not None:
+            if outside is not None and np.any(outside):
                 value = torch.where(torch.as_tensor(outside, device=like.device), math.inf, value)
             return _torch_exact(value, batch_shape)
         if method == "exact":

@@ -213,26 +213,31 @@ def _integrate_continuous(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
     sinh_t, cosh_t = torch.sinh(t), torch.cosh(t)
     even = (torch.arange(-count, count + 1, device=like.device) % 2 == 0).reshape(t.shape)
 
-    def rule(x: Any, derivative: Any) -> tuple[Any, Any]:
+    def rule(x: Any, derivative: Any, needed: Any) -> tuple[Any, Any]:
+        if not bool(needed.any()):
+            # No entry has this kind of support: skip its log_prob evaluations.
+            zero = torch.zeros(batch, dtype=like.dtype, device=like.device)
+            return zero, zero
         terms = _terms(p, q, x, _STEP * derivative, safe)
         fine = terms.sum(dim=0)
         coarse = 2 * torch.where(even, terms, 0.0).sum(dim=0)
         return fine, coarse
 
+    both = finite_low & finite_high
+    up_only = finite_low & ~finite_high
+    down_only = ~finite_low & finite_high
+    real = ~finite_low & ~finite_high
     # Finite support [a, b]: x = a + (b − a)·σ(π sinh t).
     u = math.pi * sinh_t
     sigma, sigma_minus = torch.sigmoid(u), torch.sigmoid(-u)
     span = torch.where(finite_low & finite_high, high - low, 1.0)
     x_finite = torch.where(finite_low, low, 0.0) + span * sigma
-    finite_fine, finite_coarse = rule(x_finite, span * sigma * sigma_minus * math.pi * cosh_t)
+    finite_fine, finite_coarse = rule(x_finite, span * sigma * sigma_minus * math.pi * cosh_t, both)
     # Half-lines from the centre: x = c ± s·exp(π/2 sinh t).
     stretch = width * torch.exp(math.pi / 2 * sinh_t)
     derivative = stretch * (math.pi / 2) * cosh_t
-    up_fine, up_coarse = rule(centre + stretch, derivative)
-    down_fine, down_coarse = rule(centre - stretch, derivative)
-    both = finite_low & finite_high
-    up_only = finite_low & ~finite_high
-    down_only = ~finite_low & finite_high
+    up_fine, up_coarse = rule(centre + stretch, derivative, up_only | real)
+    down_fine, down_coarse = rule(centre - stretch, derivative, down_only | real)
 
     def combine(finite: Any, up: Any, down: Any) -> Any:
         return torch.where(

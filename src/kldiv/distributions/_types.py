@@ -128,6 +128,8 @@ class Distribution:
         """The same distribution with tensor parameters of ``like``'s dtype and device."""
         import torch
 
+        if all(is_tensor(value) for value in self.parameters().values()):
+            return self
         tensors = {
             name: value
             if is_tensor(value)
