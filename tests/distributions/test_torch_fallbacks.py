@@ -302,3 +302,11 @@ def test_discrete_pair_torch_cannot_read_is_summed_like_scipy() -> None:
     p, q = st.nbinom(3, 0.6), st.poisson(2.0)
     expected = np.sum(p.pmf(k) * (p.logpmf(k) - q.logpmf(k)))
     assert float(result) == pytest.approx(expected, rel=1e-12)
+
+
+def test_seeded_monte_carlo_leaves_the_callers_random_state_alone() -> None:
+    p = td.MultivariateNormal(_t([0.0, 0.0]), torch.eye(2, dtype=torch.float64))
+    q = td.Independent(td.StudentT(_t([4.0, 4.0])), 1)
+    before = torch.get_rng_state()
+    kl(p, q, n_samples=100, seed=1)
+    assert torch.equal(torch.get_rng_state(), before)

@@ -240,7 +240,8 @@ def _kl_torch(
             detached = [x.detached() if isinstance(x, Distribution) else x for x in sides]
             outside = _outside_support(*detached)
         if outside is not None and np.all(outside):
-            return _torch_exact(torch.full(batch_shape, math.inf, dtype=like.dtype), batch_shape)
+            infinite = torch.full(batch_shape, math.inf, dtype=like.dtype, device=like.device)
+            return _torch_exact(infinite, batch_shape)
         value: Any
         value, reason = _closed_form(sides[0], sides[1], readings[0], readings[1])
         if value is None and is_torch(p) and is_torch(q):

@@ -319,8 +319,10 @@ def monte_carlo(p: Any, q: Any, *, n_samples: int, seed: int) -> KLResult:
     """
     import torch
 
-    generator_state = torch.random.fork_rng(devices=[])
-    with generator_state:
+    like = floating(p)
+    # The draws' generator is seeded inside a fork, so the caller's random state is untouched.
+    devices = [like.device.index or 0] if like.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         draws = p.rsample((n_samples,)) if p.has_rsample else p.sample((n_samples,))
     log_p = p.log_prob(draws)
