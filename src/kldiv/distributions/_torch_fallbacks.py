@@ -227,23 +227,38 @@ def _integrate_continuous(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
     up_only = finite_low & ~finite_high
     down_only = ~finite_low & finite_high
     real = ~finite_low & ~finite_high
-    # Finite support [a, b]: x = a + (b − a)·σ(π sinh t).
+    # Q's location (a Laplace kink, a Cauchy peak) splits the integral as well: the rule
+    # converges geometrically only where the integrand is analytic.
+    split = _location(q, batch, centre)
+    split = torch.where(finite_low, torch.maximum(split, low), split)
+    split = torch.where(finite_high, torch.minimum(split, high), split)
+    # Finite pieces, x = a + (b − a)·σ(π sinh t): the whole support when it is finite, else the
+    # stretch between P's centre (or finite end) and Q's location.
+    piece_low = torch.where(
+        both,
+        low,
+        torch.where(up_only, low, torch.where(down_only, split, torch.minimum(centre, split))),
+    )
+    piece_high = torch.where(
+        both,
+        high,
+        torch.where(up_only, split, torch.where(down_only, high, torch.maximum(centre, split))),
+    )
     u = math.pi * sinh_t
     sigma, sigma_minus = torch.sigmoid(u), torch.sigmoid(-u)
-    span = torch.where(finite_low & finite_high, high - low, 1.0)
-    x_finite = torch.where(finite_low, low, 0.0) + span * sigma
-    finite_fine, finite_coarse = rule(x_finite, span * sigma * sigma_minus * math.pi * cosh_t, both)
-    # Half-lines from the centre: x = c ± s·exp(π/2 sinh t).
+    span = piece_high - piece_low
+    finite_fine, finite_coarse = rule(
+        piece_low + span * sigma, span * sigma * sigma_minus * math.pi * cosh_t, span > 0
+    )
+    # Half-lines beyond the finite piece: x = c ± s·exp(π/2 sinh t).
     stretch = width * torch.exp(math.pi / 2 * sinh_t)
     derivative = stretch * (math.pi / 2) * cosh_t
-    up_fine, up_coarse = rule(centre + stretch, derivative, up_only | real)
-    down_fine, down_coarse = rule(centre - stretch, derivative, down_only | real)
+    up_fine, up_coarse = rule(piece_high + stretch, derivative, up_only | real)
+    down_fine, down_coarse = rule(piece_low - stretch, derivative, down_only | real)
 
     def combine(finite: Any, up: Any, down: Any) -> Any:
-        return torch.where(
-            both,
-            finite,
-            torch.where(up_only, up, torch.where(down_only, down, up + down)),
+        return (
+            finite + torch.where(both | down_only, 0.0, up) + torch.where(both | up_only, 0.0, down)
         )
 
     fine = combine(finite_fine, up_fine, down_fine)
@@ -254,6 +269,17 @@ def _integrate_continuous(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
     with torch.no_grad():
         bound = torch.where(torch.isfinite(fine), (fine - coarse).abs(), 0.0)
     return fine, bound
+
+
+def _location(dist: Any, batch: Any, fallback: Any) -> Any:
+    """``dist.loc`` broadcast to the batch where it is a finite floating tensor, else ``fallback``."""
+    import torch
+
+    value = getattr(dist, "loc", None)
+    if not (isinstance(value, torch.Tensor) and value.is_floating_point()):
+        return fallback
+    value = torch.broadcast_to(value, batch)
+    return torch.where(torch.isfinite(value), value, fallback)
 
 
 def _sum_discrete(p: Any, q: Any, batch: Any) -> tuple[Any, Any]:
