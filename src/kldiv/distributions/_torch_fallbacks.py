@@ -1,9 +1,9 @@
 r"""Numerical KL between ``torch.distributions`` objects, kept in the autograd graph.
 
 Univariate pairs are integrated with a fixed double-exponential rule (Takahasi & Mori 1974):
-the real line is split at P's centre c into two half-lines, each mapped by
-$x = c \pm s\,e^{\frac{\pi}{2}\sinh t}$, and a finite support $[a, b]$ by
-$x = a + (b - a)\,\sigma(\pi \sinh t)$; the trapezoidal rule in t with step h then converges
+P's support is split at P's centre and at Q's location (where a Laplace kink or a Cauchy peak
+sits) into half-lines, each mapped by $x = c \pm s\,e^{\frac{\pi}{2}\sinh t}$, and finite
+pieces $[a, b]$, mapped by $x = a + (b - a)\,\sigma(\pi \sinh t)$; the trapezoidal rule in t with step h then converges
 geometrically in 1/h for integrands analytic inside the support, algebraic tails included.
 The sum is taken at steps 1/16 and 1/32 and their difference is the reported error bound. The
 nodes depend on P's parameters (centre, width, support bounds), so the gradient is that of the
