@@ -332,3 +332,27 @@ def test_kink_of_q_away_from_p_centre_is_a_split_point(loc_q: float) -> None:
     )
     assert float(result) == pytest.approx(expected, rel=1e-10)
     assert float(result.error_bound) < 1e-10
+
+
+def test_tensor_parameters_in_kldiv_types_give_the_same_errors() -> None:
+    from kldiv.distributions._torch import to_torch
+
+    singular = kd.MultivariateNormal(_t([0.0, 0.0]), _t([[1.0, 1.0], [1.0, 1.0]]))
+    regular = kd.MultivariateNormal(_t([0.0, 0.0]), torch.eye(2, dtype=torch.float64))
+    with pytest.raises(
+        ValueError, match=r"the covariance of P is not positive definite \(Cholesky failed\)"
+    ):
+        kl(singular, regular)
+    with pytest.raises(TypeError, match=r"Poisson has no torch\.distributions counterpart here"):
+        to_torch(kd.Poisson(_t(1.0)))
+
+
+def test_kldiv_types_with_tensor_parameters_give_a_tensor_in_the_graph() -> None:
+    loc = _t([0.0, 1.0], True)
+    result = kl(kd.Normal(loc, 1.0), kd.Normal(0.0, 1.0))
+    assert isinstance(result.value, torch.Tensor)
+    (gradient,) = torch.autograd.grad(result.value.sum(), [loc])
+    torch.testing.assert_close(gradient, _t([0.0, 1.0]), rtol=1e-15, atol=0)
+    mixed = kl(kd.Normal(loc, 1.0), st.norm(0.0, 1.0))
+    (gradient,) = torch.autograd.grad(mixed.value.sum(), [loc])
+    torch.testing.assert_close(gradient, _t([0.0, 1.0]), rtol=1e-15, atol=0)

@@ -12,7 +12,7 @@ import numpy as np
 from kldiv._result import KLResult
 from kldiv.distributions import _fallbacks, _torch_fallbacks
 from kldiv.distributions._mixture import Mixture, upper_bound, variational
-from kldiv.distributions._ops import as_array
+from kldiv.distributions._ops import as_array, is_tensor, where
 from kldiv.distributions._registry import NoClosedForm, lookup, registered_pairs
 from kldiv.distributions._scipy import Reading, align_tables, is_scipy, read_scipy
 from kldiv.distributions._torch import is_torch, read_torch
@@ -109,7 +109,23 @@ def kl(
         return _kl_mixture(p, q, method=method, n_samples=int(n_samples), seed=seed)
     if method in ("variational", "bound"):
         raise ValueError(f"method={method!r} applies to Mixture arguments only; use 'auto'")
+    like = next(
+        (
+            value
+            for x in (p, q)
+            if isinstance(x, Distribution)
+            for value in x.parameters().values()
+            if is_tensor(value)
+        ),
+        None,
+    )
+    if like is not None and not (is_torch(p) or is_torch(q)):
+        # kldiv types built with tensors: every parameter a tensor, so the formula runs in torch.
+        p = p.as_tensors(like) if isinstance(p, Distribution) else p
+        q = q.as_tensors(like) if isinstance(q, Distribution) else q
     reading_p, reading_q = _read(p, "p"), _read(q, "q")
+    if like is not None and not (is_torch(p) or is_torch(q)):
+        reading_p, reading_q = _as_tensors(reading_p, like), _as_tensors(reading_q, like)
     if is_torch(p) or is_torch(q):
         return _kl_torch(
             p, q, reading_p, reading_q, method=method, n_samples=int(n_samples), seed=seed
@@ -120,6 +136,11 @@ def kl(
         if outside is not None and np.all(outside):
             return _exact_result(np.full(batch_shape, np.inf))
         value, reason = _closed_form(p, q, reading_p, reading_q)
+        if is_tensor(value):
+            # kldiv types built with tensor parameters: the tensor, as for torch inputs.
+            if outside is not None and np.any(outside):
+                value = where(outside, math.inf, value)
+            return _torch_exact(value, tuple(batch_shape))
         if value is not None:
             if outside is not None:
                 value = np.where(outside, np.inf, value)
