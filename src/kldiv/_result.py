@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["KLResult", "units_for_base"]
 
@@ -38,8 +41,16 @@ def units_for_base(base: float | None) -> str:
     return f"log-base-{base:g} units"
 
 
+def _numpy(value: Any) -> Any:
+    """A torch tensor as a float64 NumPy array (detached, on the CPU); anything else unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        return np.asarray(value.detach().cpu().double().numpy())
+    return value
+
+
 def _plain(value: Any) -> Any:
     """Turn NumPy scalars and arrays into Python floats and nested lists, for JSON."""
+    value = _numpy(value)
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -56,10 +67,14 @@ class KLResult:
     """A KL divergence with its standard error, the method that produced it and its units.
 
     ``float(result)`` and ``numpy.asarray(result)`` give the value; ``result.to_dict()`` gives
-    plain Python types ready for ``json.dumps``.
+    plain Python types ready for ``json.dumps``. For ``torch.distributions`` inputs,
+    :func:`kldiv.distributions.kl` puts a tensor in the autograd graph in ``value`` (and a
+    detached one in ``stderr``); ``float``, ``numpy.asarray``, ``str`` and ``to_dict`` read it
+    detached.
 
     Attributes:
-        value: KL(P‖Q): a float, or a float64 array over a batch of parameter pairs.
+        value: KL(P‖Q): a float, a float64 array over a batch of parameter pairs, or a
+            torch tensor (torch inputs).
         stderr: Standard error of ``value`` (same shape). 0.0 for deterministic methods
             ("exact", "quadrature", "variational", "bound"); NaN where ``value`` is infinite.
         method: How the value was obtained: "exact", "quadrature", "monte_carlo",
@@ -80,17 +95,17 @@ class KLResult:
         0.5 ± 0.01 nats (monte_carlo, n=10000)
     """
 
-    value: FloatOrArray
-    stderr: FloatOrArray
+    value: FloatOrArray | torch.Tensor
+    stderr: FloatOrArray | torch.Tensor
     method: str
     units: str = "nats"
     n: int | None = None
     m: int | None = None
-    error_bound: FloatOrArray | None = None
+    error_bound: FloatOrArray | torch.Tensor | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __float__(self) -> float:
-        array = np.asarray(self.value, dtype=np.float64)
+        array = np.asarray(_numpy(self.value), dtype=np.float64)
         if array.size != 1:
             raise TypeError(
                 f"float() needs a single value but this result holds shape {array.shape}; "
@@ -99,12 +114,12 @@ class KLResult:
         return float(array.reshape(()))
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> NDArray[Any]:
-        return np.asarray(self.value, dtype=np.float64 if dtype is None else dtype)
+        return np.asarray(_numpy(self.value), dtype=np.float64 if dtype is None else dtype)
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Batch shape of the value (``()`` for a single pair)."""
-        return tuple(np.shape(self.value))
+        return tuple(np.shape(_numpy(self.value)))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as plain Python types (floats, lists, str, int) for JSON.
@@ -130,7 +145,7 @@ class KLResult:
         if self.shape:
             return (
                 f"KL of shape {self.shape} in {self.units} ({self.method}); "
-                f"values {np.asarray(self.value)!s}"
+                f"values {np.asarray(_numpy(self.value))!s}"
             )
         extras = [self.method]
         if self.n is not None:
@@ -138,7 +153,7 @@ class KLResult:
         if self.m is not None:
             extras.append(f"m={self.m}")
         if self.error_bound is not None:
-            extras.append(f"error bound {float(np.asarray(self.error_bound)):.3g}")
-        value = float(np.asarray(self.value))
-        stderr = float(np.asarray(self.stderr))
+            extras.append(f"error bound {float(np.asarray(_numpy(self.error_bound))):.3g}")
+        value = float(np.asarray(_numpy(self.value)))
+        stderr = float(np.asarray(_numpy(self.stderr)))
         return f"{value:.6g} ± {stderr:.3g} {self.units} ({', '.join(extras)})"

@@ -120,8 +120,9 @@ def test_monte_carlo_on_batches_and_torch_objects() -> None:
     td = torch.distributions
     p = td.StudentT(torch.tensor([4.0, 8.0], dtype=torch.float64))
     q = td.Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
-    result = kl(p, q, seed=3)
+    result = kl(p, q, method="monte_carlo", seed=3)
     assert result.method == "monte_carlo"
+    assert result.params["seed"] == 3
     reference = np.array([float(kl(st.t(4.0), st.norm())), float(kl(st.t(8.0), st.norm()))])
     # 5 standard errors per entry: false-failure rate 1.1e-6 for the pair.
     assert np.all(np.abs(np.asarray(result) - reference) < 5 * np.asarray(result.stderr))

@@ -10,7 +10,7 @@ from kldiv.distributions import (
     _closed_forms_discrete,  # noqa: F401
     _closed_forms_gaussian,  # noqa: F401
 )
-from kldiv.distributions._kl import METHODS, kl
+from kldiv.distributions._kl import METHODS, kl, kl_divergence
 from kldiv.distributions._mixture import Mixture
 from kldiv.distributions._registry import NoClosedForm, register_kl, registered_pairs
 from kldiv.distributions._types import (
@@ -67,6 +67,7 @@ __all__ = [
     "Uniform",
     "VonMises",
     "kl",
+    "kl_divergence",
     "register_kl",
     "registered_pairs",
 ]

@@ -1,11 +1,12 @@
 r"""Closed forms of KL(P‖Q) between univariate continuous distributions, in float64.
 
 Same-family pairs are the formulas that ``torch.distributions.kl`` registers (each is
-E_P[log p − log q] in closed form), written with ``gammaln``/``digamma``/``ive`` in float64.
+E_P[log p − log q] in closed form), written once for NumPy (float64) and torch tensors (in the autograd graph) alike.
 Cross-family pairs with Q normal, exponential or uniform use
 
-.. math::
-    \mathrm{KL}(P\,\|\,Q) = -H(P) - \mathbb{E}_P[\log q(X)],
+$$
+\mathrm{KL}(P\,\|\,Q) = -H(P) - \mathbb{E}_P[\log q(X)],
+$$
 
 where E_P[log q] needs only the mean, variance and entropy of P. Pairs whose supports leave
 part of P's mass outside Q's support are +inf; ``kl`` applies that rule to every univariate pair.
@@ -13,18 +14,27 @@ part of P's mass outside Q's support are +inf; ``kl`` applies that rule to every
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from kldiv import gaussian_kl
+from kldiv.distributions._ops import (
+    betaln,
+    broadcast,
+    digamma,
+    gammaln,
+    i1_over_i0,
+    log_i0,
+    module,
+    where,
+)
 from kldiv.distributions._registry import register_kl
 from kldiv.distributions._types import (
     Beta,
     Cauchy,
     Exponential,
-    Float64Array,
     Gamma,
     Gumbel,
     HalfNormal,
@@ -41,119 +51,120 @@ __all__: list[str] = []
 _EULER_GAMMA = float(np.euler_gamma)
 
 
-def _normal_kl(loc_p: Any, scale_p: Any, loc_q: Any, scale_q: Any) -> Float64Array:
+def _normal_kl(loc_p: Any, scale_p: Any, loc_q: Any, scale_q: Any) -> Any:
     """Univariate normal KL through the core's diagonal Gaussian formula (one axis of length 1)."""
-    arrays = np.broadcast_arrays(
-        np.asarray(loc_p, dtype=np.float64),
-        2 * np.log(scale_p),
-        np.asarray(loc_q, dtype=np.float64),
-        2 * np.log(scale_q),
-    )
-    return np.asarray(gaussian_kl(*(a[..., None] for a in arrays)), dtype=np.float64)
+    xp = module(loc_p, scale_p, loc_q, scale_q)
+    arrays = broadcast(loc_p, 2 * xp.log(scale_p), loc_q, 2 * xp.log(scale_q))
+    return gaussian_kl(*(a[..., None] for a in arrays))
 
 
 @register_kl(Normal, Normal)
-def _kl_normal_normal(p: Normal, q: Normal) -> Float64Array:
+def _kl_normal_normal(p: Normal, q: Normal) -> Any:
     return _normal_kl(p.loc, p.scale, q.loc, q.scale)
 
 
 @register_kl(LogNormal, LogNormal)
-def _kl_lognormal_lognormal(p: LogNormal, q: LogNormal) -> Float64Array:
+def _kl_lognormal_lognormal(p: LogNormal, q: LogNormal) -> Any:
     # KL is invariant under the common bijection exp(·).
     return _normal_kl(p.loc, p.scale, q.loc, q.scale)
 
 
 @register_kl(HalfNormal, HalfNormal)
-def _kl_halfnormal_halfnormal(p: HalfNormal, q: HalfNormal) -> Float64Array:
+def _kl_halfnormal_halfnormal(p: HalfNormal, q: HalfNormal) -> Any:
     # Folding both N(0, σ²) at zero doubles both densities on [0, ∞); the ratio is unchanged.
-    return _normal_kl(0.0, p.scale, 0.0, q.scale)
+    return _normal_kl(0.0 * p.scale, p.scale, 0.0 * q.scale, q.scale)
 
 
 @register_kl(Exponential, Exponential)
-def _kl_exponential_exponential(p: Exponential, q: Exponential) -> Float64Array:
+def _kl_exponential_exponential(p: Exponential, q: Exponential) -> Any:
+    xp = module(p.rate, q.rate)
     ratio = q.rate / p.rate
-    return np.asarray(ratio - 1 - np.log(ratio))
+    return ratio - 1 - xp.log(ratio)
 
 
 @register_kl(Gamma, Gamma)
-def _kl_gamma_gamma(p: Gamma, q: Gamma) -> Float64Array:
-    return np.asarray(
-        (p.shape - q.shape) * special.digamma(p.shape)
-        - special.gammaln(p.shape)
-        + special.gammaln(q.shape)
-        + q.shape * (np.log(p.rate) - np.log(q.rate))
+def _kl_gamma_gamma(p: Gamma, q: Gamma) -> Any:
+    xp = module(p.rate, q.rate)
+    return (
+        (p.shape - q.shape) * digamma(p.shape)
+        - gammaln(p.shape)
+        + gammaln(q.shape)
+        + q.shape * (xp.log(p.rate) - xp.log(q.rate))
         + p.shape * (q.rate / p.rate - 1)
     )
 
 
 @register_kl(Beta, Beta)
-def _kl_beta_beta(p: Beta, q: Beta) -> Float64Array:
+def _kl_beta_beta(p: Beta, q: Beta) -> Any:
     total_p = p.a + p.b
-    return np.asarray(
-        special.betaln(q.a, q.b)
-        - special.betaln(p.a, p.b)
-        + (p.a - q.a) * special.digamma(p.a)
-        + (p.b - q.b) * special.digamma(p.b)
-        + (q.a - p.a + q.b - p.b) * special.digamma(total_p)
+    return (
+        betaln(q.a, q.b)
+        - betaln(p.a, p.b)
+        + (p.a - q.a) * digamma(p.a)
+        + (p.b - q.b) * digamma(p.b)
+        + (q.a - p.a + q.b - p.b) * digamma(total_p)
     )
 
 
 @register_kl(Laplace, Laplace)
-def _kl_laplace_laplace(p: Laplace, q: Laplace) -> Float64Array:
-    distance = np.abs(p.loc - q.loc)
-    return np.asarray(
-        np.log(q.scale / p.scale)
+def _kl_laplace_laplace(p: Laplace, q: Laplace) -> Any:
+    xp = module(p.loc, q.loc, p.scale, q.scale)
+    distance = xp.abs(p.loc - q.loc)
+    return (
+        xp.log(q.scale / p.scale)
         + distance / q.scale
-        + (p.scale / q.scale) * np.exp(-distance / p.scale)
+        + (p.scale / q.scale) * xp.exp(-distance / p.scale)
         - 1
     )
 
 
 @register_kl(Uniform, Uniform)
-def _kl_uniform_uniform(p: Uniform, q: Uniform) -> Float64Array:
+def _kl_uniform_uniform(p: Uniform, q: Uniform) -> Any:
+    xp = module(p.low, q.low)
     inside = (q.low <= p.low) & (p.high <= q.high)
     with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.log((q.high - q.low) / (p.high - p.low))
-    return np.asarray(np.where(inside, value, np.inf))
+        value = xp.log((q.high - q.low) / (p.high - p.low))
+    return where(inside, value, math.inf)
 
 
 @register_kl(Cauchy, Cauchy)
-def _kl_cauchy_cauchy(p: Cauchy, q: Cauchy) -> Float64Array:
+def _kl_cauchy_cauchy(p: Cauchy, q: Cauchy) -> Any:
     # Chyzak & Nielsen (2019), "A closed-form formula for the Kullback-Leibler divergence
     # between Cauchy distributions", arXiv:1905.10965.
+    xp = module(p.loc, q.loc, p.scale, q.scale)
     numerator = (p.scale + q.scale) ** 2 + (p.loc - q.loc) ** 2
-    return np.asarray(np.log(numerator) - np.log(4 * p.scale * q.scale))
+    return xp.log(numerator) - xp.log(4 * p.scale * q.scale)
 
 
 @register_kl(Gumbel, Gumbel)
-def _kl_gumbel_gumbel(p: Gumbel, q: Gumbel) -> Float64Array:
+def _kl_gumbel_gumbel(p: Gumbel, q: Gumbel) -> Any:
+    xp = module(p.loc, q.loc, p.scale, q.scale)
     ratio = p.scale / q.scale
     shift = (p.loc - q.loc) / q.scale
-    return np.asarray(
-        -np.log(ratio)
+    return (
+        -xp.log(ratio)
         + shift
         + ratio * _EULER_GAMMA
-        + np.exp(-shift + special.gammaln(1 + ratio))
+        + xp.exp(-shift + gammaln(1 + ratio))
         - (1 + _EULER_GAMMA)
     )
 
 
 @register_kl(Pareto, Pareto)
-def _kl_pareto_pareto(p: Pareto, q: Pareto) -> Float64Array:
-    value = np.log(p.alpha / q.alpha) + q.alpha * np.log(p.scale / q.scale) + q.alpha / p.alpha - 1
-    return np.asarray(np.where(p.scale >= q.scale, value, np.inf))
+def _kl_pareto_pareto(p: Pareto, q: Pareto) -> Any:
+    xp = module(p.scale, q.scale, p.alpha, q.alpha)
+    value = xp.log(p.alpha / q.alpha) + q.alpha * xp.log(p.scale / q.scale) + q.alpha / p.alpha - 1
+    return where(p.scale >= q.scale, value, math.inf)
 
 
 @register_kl(VonMises, VonMises)
-def _kl_vonmises_vonmises(p: VonMises, q: VonMises) -> Float64Array:
-    # log I0(κ) = log ive(0, κ) + κ keeps large concentrations finite.
-    log_i0_p = np.log(special.ive(0, p.concentration)) + p.concentration
-    log_i0_q = np.log(special.ive(0, q.concentration)) + q.concentration
-    mean_resultant = special.ive(1, p.concentration) / special.ive(0, p.concentration)
-    return np.asarray(
-        log_i0_q
-        - log_i0_p
-        + mean_resultant * (p.concentration - q.concentration * np.cos(p.loc - q.loc))
+def _kl_vonmises_vonmises(p: VonMises, q: VonMises) -> Any:
+    # At concentration 0 (the circular uniform) I₁/I₀ = 0 and log I₀ = 0: the formula holds.
+    xp = module(p.loc, q.loc, p.concentration, q.concentration)
+    return (
+        log_i0(q.concentration)
+        - log_i0(p.concentration)
+        + i1_over_i0(p.concentration) * (p.concentration - q.concentration * xp.cos(p.loc - q.loc))
     )
 
 
@@ -171,7 +182,13 @@ _MOMENT_FAMILIES = (
 )
 
 
-def _moments(p: Any) -> tuple[Float64Array, Float64Array, Float64Array]:
+def _moments(p: Any) -> tuple[Any, Any, Any]:
+    """Entropy, mean and variance of P: torch's own for tensor parameters, else SciPy's."""
+    if p.holds_tensors:
+        from kldiv.distributions._torch import to_torch
+
+        law = to_torch(p)
+        return law.entropy(), law.mean, law.variance
     frozen = p.to_scipy()
     with np.errstate(all="ignore"):
         return (
@@ -181,28 +198,36 @@ def _moments(p: Any) -> tuple[Float64Array, Float64Array, Float64Array]:
         )
 
 
-def _kl_any_normal(p: Any, q: Normal) -> Float64Array:
+def _finite_or_inf(value: Any) -> Any:
+    # Infinite or undefined moments (Cauchy, heavy Pareto) make E_P[log q] = −inf.
+    xp = module(value)
+    return where(xp.isfinite(value), value, math.inf)
+
+
+def _kl_any_normal(p: Any, q: Normal) -> Any:
     entropy, mean, variance = _moments(p)
+    xp = module(entropy, q.scale)
     with np.errstate(invalid="ignore"):
         value = (
             -entropy
-            + 0.5 * np.log(2 * np.pi * q.scale**2)
+            + 0.5 * xp.log(2 * math.pi * q.scale**2)
             + (variance + (mean - q.loc) ** 2) / (2 * q.scale**2)
         )
-    # Infinite or undefined variance (Cauchy, heavy Pareto) makes E_P[log q] = −inf.
-    return np.asarray(np.where(np.isfinite(value), value, np.inf))
+    return _finite_or_inf(value)
 
 
-def _kl_any_exponential(p: Any, q: Exponential) -> Float64Array:
+def _kl_any_exponential(p: Any, q: Exponential) -> Any:
     entropy, mean, _ = _moments(p)
+    xp = module(entropy, q.rate)
     with np.errstate(invalid="ignore"):
-        value = -entropy - np.log(q.rate) + q.rate * mean
-    return np.asarray(np.where(np.isfinite(value), value, np.inf))
+        value = -entropy - xp.log(q.rate) + q.rate * mean
+    return _finite_or_inf(value)
 
 
-def _kl_any_uniform(p: Any, q: Uniform) -> Float64Array:
+def _kl_any_uniform(p: Any, q: Uniform) -> Any:
     entropy, _, _ = _moments(p)
-    return np.asarray(-entropy + np.log(q.high - q.low))
+    xp = module(entropy, q.low)
+    return -entropy + xp.log(q.high - q.low)
 
 
 for _family in _MOMENT_FAMILIES:

@@ -30,7 +30,7 @@ _BREAKS = (1e-9, 1e-3, 0.05, 0.25, 0.5, 0.75, 0.95, 1 - 1e-3, 1 - 1e-9)
 
 def scipy_like(obj: Any) -> Any:
     """kldiv types become their scipy equivalents; other objects are used as they are."""
-    return obj.to_scipy() if isinstance(obj, Distribution) else obj
+    return obj.detached().to_scipy() if isinstance(obj, Distribution) else obj
 
 
 def is_discrete(obj: Any) -> bool:

@@ -3,15 +3,17 @@ r"""Finite mixtures, and KL between Gaussian mixtures by the Hershey–Olsen app
 For mixtures f = Σ_a π_a f_a and g = Σ_b ω_b g_b, KL(f‖g) has no closed form. Besides Monte
 Carlo, Hershey & Olsen (2007) give, from the component divergences D(f_a‖f_a') and D(f_a‖g_b):
 
-.. math::
-    D_{\mathrm{var}} = \sum_a \pi_a \log
-        \frac{\sum_{a'} \pi_{a'} e^{-D(f_a\|f_{a'})}}{\sum_b \omega_b e^{-D(f_a\|g_b)}}
+$$
+D_{\mathrm{var}} = \sum_a \pi_a \log
+    \frac{\sum_{a'} \pi_{a'} e^{-D(f_a\|f_{a'})}}{\sum_b \omega_b e^{-D(f_a\|g_b)}}
+$$
 
 (the variational approximation, method "variational": neither a lower nor an upper bound) and
 
-.. math::
-    D_{\mathrm{vub}} = \min_{\phi,\psi} \sum_{a,b} \phi_{ab}
-        \left(\log\frac{\phi_{ab}}{\psi_{ab}} + D(f_a\|g_b)\right) \ \ge\ \mathrm{KL}(f\|g),
+$$
+D_{\mathrm{vub}} = \min_{\phi,\psi} \sum_{a,b} \phi_{ab}
+    \left(\log\frac{\phi_{ab}}{\psi_{ab}} + D(f_a\|g_b)\right) \ \ge\ \mathrm{KL}(f\|g),
+$$
 
 over φ ≥ 0 with Σ_b φ_ab = π_a and ψ ≥ 0 with Σ_a ψ_ab = ω_b (the variational upper bound,
 method "bound"), minimized by their alternating updates. Both need a closed form for every

@@ -1,18 +1,19 @@
-"""Reading ``torch.distributions`` objects into kldiv's types (torch is imported only here, lazily)."""
+"""Reading ``torch.distributions`` objects into kldiv's types, and back (torch imported lazily).
+
+The types keep the tensors themselves, so that a closed form evaluated on them is a tensor in
+the autograd graph, batched and typed as ``torch.distributions.kl_divergence`` would return it.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-import numpy as np
-
 from kldiv.distributions._types import (
     Beta,
     Cauchy,
     Distribution,
     Exponential,
-    Float64Array,
     Gamma,
     Gumbel,
     HalfNormal,
@@ -33,7 +34,7 @@ from kldiv.distributions._types_multivariate import (
     MultivariateNormal,
 )
 
-__all__ = ["is_torch", "read_torch"]
+__all__ = ["is_torch", "read_torch", "to_torch"]
 
 
 def is_torch(obj: Any) -> bool:
@@ -42,15 +43,11 @@ def is_torch(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.distributions.Distribution)
 
 
-def _numpy(tensor: Any) -> Float64Array:
-    return np.asarray(tensor.detach().cpu().double().numpy(), dtype=np.float64)
-
-
 def read_torch(obj: Any) -> Distribution | None:
-    """Read a torch distribution into kldiv's type, or ``None`` when it has no counterpart."""
+    """Read a torch distribution into kldiv's type (with its tensors), or ``None``."""
     import torch.distributions as td
 
-    p = {name: _numpy(value) for name, value in _parameters(obj).items()}
+    p = _parameters(obj)
     readers: list[tuple[type, Any]] = [
         (td.Normal, lambda: Normal(p["loc"], p["scale"])),
         (td.LogNormal, lambda: LogNormal(p["loc"], p["scale"])),
@@ -86,8 +83,31 @@ def read_torch(obj: Any) -> Distribution | None:
         and type(obj.base_dist) is td.Normal
         and obj.reinterpreted_batch_ndims == 1
     ):
-        return DiagonalNormal(_numpy(obj.base_dist.loc), _numpy(obj.base_dist.scale))
+        return DiagonalNormal(obj.base_dist.loc, obj.base_dist.scale)
     return None
+
+
+def to_torch(dist: Distribution) -> Any:
+    """The ``torch.distributions`` object of a univariate kldiv type with tensor parameters."""
+    import torch.distributions as td
+
+    writers: dict[type, Any] = {
+        Normal: lambda d: td.Normal(d.loc, d.scale),
+        LogNormal: lambda d: td.LogNormal(d.loc, d.scale),
+        HalfNormal: lambda d: td.HalfNormal(d.scale),
+        Laplace: lambda d: td.Laplace(d.loc, d.scale),
+        Cauchy: lambda d: td.Cauchy(d.loc, d.scale),
+        Gumbel: lambda d: td.Gumbel(d.loc, d.scale),
+        Uniform: lambda d: td.Uniform(d.low, d.high),
+        Exponential: lambda d: td.Exponential(d.rate),
+        Gamma: lambda d: td.Gamma(d.shape, d.rate),
+        Beta: lambda d: td.Beta(d.a, d.b),
+        Pareto: lambda d: td.Pareto(d.scale, d.alpha),
+    }
+    writer = writers.get(type(dist))
+    if writer is None:
+        raise TypeError(f"{type(dist).__name__} has no torch.distributions counterpart here")
+    return writer(dist)
 
 
 def _parameters(obj: Any) -> dict[str, Any]:
@@ -99,5 +119,7 @@ def _parameters(obj: Any) -> dict[str, Any]:
     if type(obj) is td.MultivariateNormal:
         found["covariance_matrix"] = obj.covariance_matrix
     if type(obj) is td.Multinomial:
-        found["total_count"] = torch.tensor(float(obj.total_count))
+        found["total_count"] = torch.tensor(
+            float(obj.total_count), dtype=obj.probs.dtype, device=obj.probs.device
+        )
     return {name: value for name, value in found.items() if hasattr(value, "detach")}

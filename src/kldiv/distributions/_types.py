@@ -7,12 +7,15 @@ broadcast shape (without the event axis) is the batch shape.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.stats
 from numpy.typing import ArrayLike, NDArray
+
+from kldiv.distributions._ops import is_tensor
 
 __all__ = [
     "Beta",
@@ -31,25 +34,59 @@ __all__ = [
 ]
 
 Float64Array = NDArray[np.float64]
+# A parameter of kldiv's types: a float64 array, or a torch tensor read from torch.distributions.
+Parameter = Any
 
 
-def as_float64(name: str, value: ArrayLike, *, positive: bool = False) -> Float64Array:
-    """Read a parameter as a float64 array, refusing NaN and (optionally) non-positive entries."""
-    array = np.asarray(value, dtype=np.float64)
+def numpy_view(value: Any) -> Float64Array:
+    """A float64 NumPy copy of an array or (detached) tensor, for checks and SciPy calls."""
+    if is_tensor(value):
+        return np.asarray(value.detach().cpu().double().numpy(), dtype=np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def as_float64(
+    name: str, value: Any, *, positive: bool = False, nonnegative: bool = False, hint: str = ""
+) -> Any:
+    """Read a parameter, refusing NaN and (optionally) negative or zero entries.
+
+    NumPy input and Python numbers become float64 arrays. A torch tensor is returned as it is
+    (a floating tensor, still in the autograd graph), so that closed forms of torch inputs stay
+    differentiable; only its values are checked.
+    """
+    if is_tensor(value):
+        if not value.is_floating_point():
+            import torch
+
+            value = value.to(torch.get_default_dtype())
+        array = numpy_view(value)
+    else:
+        value = array = np.asarray(value, dtype=np.float64)
     if np.isnan(array).any():
         raise ValueError(f"parameter {name} contains NaN; parameters must be numbers")
     if positive and (array <= 0).any():
         bad = array[array <= 0].flat[0]
-        raise ValueError(f"parameter {name} has the entry {bad}; it must be > 0")
-    return array
+        raise ValueError(f"parameter {name} has the entry {bad}; it must be > 0{hint}")
+    if nonnegative and (array < 0).any():
+        bad = array[array < 0].flat[0]
+        raise ValueError(f"parameter {name} has the entry {bad}; it must be >= 0")
+    return value
 
 
-def check_probability(name: str, value: Float64Array) -> Float64Array:
+def check_probability(name: str, value: Any) -> Any:
     """Refuse probabilities outside [0, 1]."""
-    if ((value < 0) | (value > 1)).any():
-        bad = value[(value < 0) | (value > 1)].flat[0]
+    array = numpy_view(value)
+    if ((array < 0) | (array > 1)).any():
+        bad = array[(array < 0) | (array > 1)].flat[0]
         raise ValueError(f"parameter {name} has the entry {bad}; probabilities must lie in [0, 1]")
     return value
+
+
+# Appended to the refusal of a zero scale: why the edge of the family is not accepted.
+POINT_MASS = (
+    " (a zero width is a point mass, which has no density; SciPy and torch refuse it too. "
+    "KL from a point mass to any law with a density is +inf)"
+)
 
 
 class Distribution:
@@ -75,6 +112,32 @@ class Distribution:
         ]
         return tuple(np.broadcast_shapes(*shapes))
 
+    @property
+    def holds_tensors(self) -> bool:
+        """Whether the parameters are torch tensors (read from ``torch.distributions``)."""
+        return any(is_tensor(value) for value in self.parameters().values())
+
+    def detached(self) -> Distribution:
+        """The same distribution with float64 NumPy parameters (itself when it has them)."""
+        if not self.holds_tensors:
+            return self
+        arrays = {name: numpy_view(value) for name, value in self.parameters().items()}
+        return dataclasses.replace(self, **arrays)  # type: ignore[type-var]
+
+    def as_tensors(self, like: Any) -> Distribution:
+        """The same distribution with tensor parameters of ``like``'s dtype and device."""
+        import torch
+
+        if all(is_tensor(value) for value in self.parameters().values()):
+            return self
+        tensors = {
+            name: value
+            if is_tensor(value)
+            else torch.as_tensor(value, dtype=like.dtype, device=like.device)
+            for name, value in self.parameters().items()
+        }
+        return dataclasses.replace(self, **tensors)  # type: ignore[type-var]
+
     def to_scipy(self) -> Any:
         """Return the equivalent frozen ``scipy.stats`` distribution (broadcasting parameters)."""
         raise TypeError(f"{type(self).__name__} has no scipy.stats equivalent")
@@ -84,12 +147,14 @@ class Distribution:
 class _LocationScale(Distribution):
     """A family with a real ``loc`` and a positive ``scale``, checked and stored as float64."""
 
-    loc: Float64Array
-    scale: Float64Array
+    loc: Parameter
+    scale: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loc", as_float64("loc", self.loc))
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
+        object.__setattr__(
+            self, "scale", as_float64("scale", self.scale, positive=True, hint=POINT_MASS)
+        )
 
 
 @dataclass(frozen=True)
@@ -117,10 +182,12 @@ class LogNormal(_LocationScale):
 class HalfNormal(Distribution):
     """Distribution of |X| for X ~ N(0, scale²)."""
 
-    scale: Float64Array
+    scale: Parameter
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
+        object.__setattr__(
+            self, "scale", as_float64("scale", self.scale, positive=True, hint=POINT_MASS)
+        )
 
     def to_scipy(self) -> Any:
         return scipy.stats.halfnorm(scale=self.scale)
@@ -154,13 +221,13 @@ class Gumbel(_LocationScale):
 class Uniform(Distribution):
     """Uniform distribution on [low, high]."""
 
-    low: Float64Array
-    high: Float64Array
+    low: Parameter
+    high: Parameter
 
     def __post_init__(self) -> None:
         low, high = as_float64("low", self.low), as_float64("high", self.high)
-        if (high <= low).any():
-            raise ValueError("Uniform needs low < high in every entry")
+        if (numpy_view(high) <= numpy_view(low)).any():
+            raise ValueError(f"Uniform needs low < high in every entry{POINT_MASS}")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -172,7 +239,7 @@ class Uniform(Distribution):
 class Exponential(Distribution):
     """Exponential distribution with density rate·exp(−rate·x) on x ≥ 0."""
 
-    rate: Float64Array
+    rate: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rate", as_float64("rate", self.rate, positive=True))
@@ -185,8 +252,8 @@ class Exponential(Distribution):
 class Gamma(Distribution):
     """Gamma distribution with shape α and rate β: density β^α x^(α−1) e^(−βx) / Γ(α)."""
 
-    shape: Float64Array
-    rate: Float64Array
+    shape: Parameter
+    rate: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", as_float64("shape", self.shape, positive=True))
@@ -200,8 +267,8 @@ class Gamma(Distribution):
 class Beta(Distribution):
     """Beta distribution on [0, 1] with density x^(a−1) (1−x)^(b−1) / B(a, b)."""
 
-    a: Float64Array
-    b: Float64Array
+    a: Parameter
+    b: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "a", as_float64("a", self.a, positive=True))
@@ -215,8 +282,8 @@ class Beta(Distribution):
 class Pareto(Distribution):
     """Pareto distribution with density α·scale^α / x^(α+1) on x ≥ scale."""
 
-    scale: Float64Array
-    alpha: Float64Array
+    scale: Parameter
+    alpha: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale", as_float64("scale", self.scale, positive=True))
@@ -228,15 +295,20 @@ class Pareto(Distribution):
 
 @dataclass(frozen=True)
 class VonMises(Distribution):
-    """Von Mises distribution on the circle, density exp(κ cos(x − loc)) / (2π I₀(κ))."""
+    """Von Mises distribution on the circle, density exp(κ cos(x − loc)) / (2π I₀(κ)).
 
-    loc: Float64Array
-    concentration: Float64Array
+    Concentration κ = 0 is the uniform law on the circle (SciPy accepts it; torch does not).
+    """
+
+    loc: Parameter
+    concentration: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loc", as_float64("loc", self.loc))
         object.__setattr__(
-            self, "concentration", as_float64("concentration", self.concentration, positive=True)
+            self,
+            "concentration",
+            as_float64("concentration", self.concentration, nonnegative=True),
         )
 
     def to_scipy(self) -> Any:

@@ -10,7 +10,8 @@ import numpy as np
 import scipy.stats
 from numpy.typing import ArrayLike, NDArray
 
-from kldiv.distributions._types import Distribution, Float64Array, as_float64
+from kldiv.distributions._ops import eye, module
+from kldiv.distributions._types import Distribution, Float64Array, Parameter, as_float64, numpy_view
 
 __all__ = [
     "Categorical",
@@ -22,8 +23,9 @@ __all__ = [
 ]
 
 
-def check_simplex(name: str, probs: Float64Array) -> Float64Array:
+def check_simplex(name: str, value: Any) -> Any:
     """Refuse probability vectors with negative entries or that do not sum to 1."""
+    probs = numpy_view(value)
     if probs.ndim < 1:
         raise ValueError(f"{name} must have a last axis of categories")
     if (probs < 0).any():
@@ -34,18 +36,18 @@ def check_simplex(name: str, probs: Float64Array) -> Float64Array:
     if not np.allclose(total, 1.0, rtol=0, atol=1e-6 * probs.shape[-1]):
         bad = total.flat[int(np.argmax(np.abs(total - 1.0)))]
         raise ValueError(f"{name} has a row summing to {bad}; each row must sum to 1")
-    return probs
+    return value
 
 
 class _Gaussian(Distribution, ABC):
     """Shared sampling and density code of the three Gaussian parametrizations."""
 
     event_ndim: ClassVar[int] = 1
-    loc: Float64Array
+    loc: Parameter
 
     @property
     @abstractmethod
-    def covariance_matrix(self) -> Float64Array:
+    def covariance_matrix(self) -> Parameter:
         """Dense covariance, shape (..., d, d)."""
 
     @property
@@ -58,7 +60,9 @@ class _Gaussian(Distribution, ABC):
         return int(self.loc.shape[-1])
 
     def to_scipy(self) -> Any:
-        return _GaussianDensity(self.loc, self.covariance_matrix)
+        detached = self.detached()
+        assert isinstance(detached, _Gaussian)
+        return _GaussianDensity(detached.loc, detached.covariance_matrix)
 
 
 class _GaussianDensity:
@@ -100,23 +104,24 @@ class MultivariateNormal(_Gaussian):
         2
     """
 
-    loc: Float64Array
-    covariance: Float64Array
+    loc: Parameter
+    covariance: Parameter
 
     def __post_init__(self) -> None:
         loc, cov = as_float64("loc", self.loc), as_float64("covariance", self.covariance)
-        if loc.ndim < 1 or cov.ndim < 2 or cov.shape[-2:] != (loc.shape[-1],) * 2:
+        if loc.ndim < 1 or cov.ndim < 2 or tuple(cov.shape[-2:]) != (loc.shape[-1],) * 2:
             raise ValueError(
                 f"covariance of shape {cov.shape} does not match loc of shape {loc.shape}; "
                 "it must be (..., d, d) for loc (..., d)"
             )
-        if not np.allclose(cov, np.swapaxes(cov, -1, -2), rtol=1e-10, atol=0):
+        matrix = numpy_view(cov)
+        if not np.allclose(matrix, np.swapaxes(matrix, -1, -2), rtol=1e-10, atol=0):
             raise ValueError("covariance must be symmetric")
         object.__setattr__(self, "loc", loc)
         object.__setattr__(self, "covariance", cov)
 
     @property
-    def covariance_matrix(self) -> Float64Array:
+    def covariance_matrix(self) -> Parameter:
         return self.covariance
 
 
@@ -129,8 +134,8 @@ class DiagonalNormal(_Gaussian):
         array([[1., 0.], [0., 4.]])
     """
 
-    loc: Float64Array
-    scale: Float64Array
+    loc: Parameter
+    scale: Parameter
 
     def __post_init__(self) -> None:
         loc, scale = as_float64("loc", self.loc), as_float64("scale", self.scale, positive=True)
@@ -140,11 +145,11 @@ class DiagonalNormal(_Gaussian):
         object.__setattr__(self, "scale", scale)
 
     @property
-    def covariance_matrix(self) -> Float64Array:
-        variance = np.broadcast_to(
-            self.scale**2, np.broadcast_shapes(self.loc.shape, self.scale.shape)
-        )
-        return np.asarray(variance[..., :, None] * np.eye(variance.shape[-1]))
+    def covariance_matrix(self) -> Parameter:
+        xp = module(self.loc, self.scale)
+        shape = tuple(np.broadcast_shapes(tuple(self.loc.shape), tuple(self.scale.shape)))
+        variance = xp.broadcast_to(self.scale**2, shape)
+        return variance[..., :, None] * eye(shape[-1], like=variance)
 
 
 @dataclass(frozen=True)
@@ -154,9 +159,9 @@ class LowRankNormal(_Gaussian):
     ``cov_factor`` has shape (..., d, r) with rank r, usually r ≪ d.
     """
 
-    loc: Float64Array
-    cov_factor: Float64Array
-    cov_diag: Float64Array
+    loc: Parameter
+    cov_factor: Parameter
+    cov_diag: Parameter
 
     def __post_init__(self) -> None:
         loc = as_float64("loc", self.loc)
@@ -172,9 +177,10 @@ class LowRankNormal(_Gaussian):
         object.__setattr__(self, "cov_diag", diag)
 
     @property
-    def covariance_matrix(self) -> Float64Array:
-        low_rank = self.cov_factor @ np.swapaxes(self.cov_factor, -1, -2)
-        return np.asarray(low_rank + self.cov_diag[..., :, None] * np.eye(low_rank.shape[-1]))
+    def covariance_matrix(self) -> Parameter:
+        xp = module(self.cov_factor, self.cov_diag)
+        low_rank = self.cov_factor @ xp.swapaxes(self.cov_factor, -1, -2)
+        return low_rank + self.cov_diag[..., :, None] * eye(low_rank.shape[-1], like=low_rank)
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,7 @@ class Dirichlet(Distribution):
     """Dirichlet distribution on the probability simplex with the given concentration."""
 
     event_ndim: ClassVar[int] = 1
-    concentration: Float64Array
+    concentration: Parameter
 
     def __post_init__(self) -> None:
         alpha = as_float64("concentration", self.concentration, positive=True)
@@ -207,7 +213,7 @@ class Categorical(Distribution):
 
     event_ndim: ClassVar[int] = 1
     discrete: ClassVar[bool] = True
-    probs: Float64Array
+    probs: Parameter
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "probs", check_simplex("probs", as_float64("probs", self.probs)))
@@ -248,12 +254,13 @@ class Multinomial(Distribution):
 
     event_ndim: ClassVar[int] = 1
     discrete: ClassVar[bool] = True
-    total_count: Float64Array
-    probs: Float64Array
+    total_count: Parameter
+    probs: Parameter
 
     def __post_init__(self) -> None:
         count = as_float64("total_count", self.total_count)
-        if ((count < 0) | (count != np.round(count))).any():
+        counts = numpy_view(count)
+        if ((counts < 0) | (counts != np.round(counts))).any():
             raise ValueError("Multinomial total_count must hold non-negative integers")
         object.__setattr__(self, "total_count", count)
         object.__setattr__(self, "probs", check_simplex("probs", as_float64("probs", self.probs)))
