@@ -85,9 +85,13 @@ def kl_div(
             the support: they contribute nothing, logits there count as -inf, and probabilities
             are checked (or renormalized) over the selected entries only.
         normalize: renormalize probability inputs along ``axis`` first, as scipy.stats.entropy
-            does. Without it, probabilities of eager arrays are checked: a negative entry or a
-            sum off 1 by more than √eps of the dtype raises ValueError. Lazy and traced arrays
-            (Dask, JAX under ``jit``, ``torch.compile``) are not checked, so that nothing computes.
+            does. Without it, probabilities of eager arrays (NumPy, concrete JAX arrays, torch
+            outside ``torch.compile``) are checked: a negative entry or a sum off 1 by more
+            than √eps of the dtype raises ValueError. Log-probabilities of eager arrays are
+            always checked to normalize (Σ exp(log p) within the same tolerance of 1), so that
+            raw logits passed as ``"log_probs"`` raise a ValueError suggesting
+            ``kind="logits"``. Lazy and traced arrays (Dask, JAX under ``jit``/``grad``/
+            ``vmap``, ``torch.compile``) are not checked, so that nothing computes.
 
     Returns:
         An array of the inputs' library with the broadcast shape without ``axis`` (or with size 1
