@@ -27,6 +27,7 @@ from kldiv.torch._options import (
 from kldiv.torch._reduce import (
     Reduction,
     check_num_items,
+    nonnegative_jsd,
     position_mask,
     position_scale,
     reduce_positions,
@@ -103,7 +104,7 @@ def _loss(
             flat_input, flat_target, mask, None, spec, rows
         )
         return reduce_positions(
-            values,
+            nonnegative_jsd(values, spec),
             reduction=reduction,
             mask=mask,
             weight=weight,
@@ -123,20 +124,20 @@ def _loss(
     total: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
         flat_input, flat_target, mask, scale, spec, rows
     )
-    return total.to(out_dtype)
+    return nonnegative_jsd(total, spec).to(out_dtype)
 
 
 def kl_div(
     input: Tensor,
     target: Tensor,
-    *,
-    labels: Tensor | None = None,
-    weight: Tensor | None = None,
-    num_items_in_batch: int | Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "batchmean",
     log_target: bool = False,
+    *,
+    labels: Tensor | None = None,
+    weight: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
     input_kind: str = "log_probs",
     target_kind: str | None = None,
     direction: str = "forward",
@@ -151,16 +152,20 @@ def kl_div(
 
         \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
 
+    ``size_average``, ``reduce``, ``reduction`` and ``log_target`` may be passed by position,
+    in the order of `torch.nn.functional.kl_div`; every kldiv option is keyword-only.
+
     Args:
         input: ``(..., vocab)`` floating tensor, Q (the model being trained) in ``input_kind``.
         target: ``(..., vocab)`` floating tensor, P (the reference) in ``target_kind``.
-        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
-        weight: ``(...)`` floating tensor weighting each position.
-        num_items_in_batch: divisor of an averaging reduction, replacing its own.
-        size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
+        size_average: deprecated torch option, mapped onto ``reduction`` as torch does, with
+            torch's UserWarning.
         reduce: deprecated torch option, mapped onto ``reduction`` as torch does.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         log_target: torch's flag: the target holds log-probabilities (``target_kind`` default).
+        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
+        weight: ``(...)`` floating tensor weighting each position.
+        num_items_in_batch: divisor of an averaging reduction, replacing its own.
         input_kind: ``"logits"`` or ``"log_probs"``.
         target_kind: ``"logits"``, ``"log_probs"`` or ``"probs"``.
         direction: ``"forward"`` for KL(P‖Q), ``"reverse"`` for KL(Q‖P).
