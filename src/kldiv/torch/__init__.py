@@ -5,7 +5,7 @@ being trained (``input``, the student) and P the reference (``target``, the teac
 """
 
 from kldiv.torch.fused_linear import FusedLinearJSDLoss, FusedLinearKLDivLoss, TopK
-from kldiv.torch.losses import JSDLoss, KLDivLoss, js_div, kl_div
+from kldiv.torch.losses import JSDLoss, KLDivLoss, generalized_jsd_loss, js_div, kl_div
 
 __all__ = [
     "FusedLinearJSDLoss",
@@ -13,6 +13,7 @@ __all__ = [
     "JSDLoss",
     "KLDivLoss",
     "TopK",
+    "generalized_jsd_loss",
     "js_div",
     "kl_div",
 ]

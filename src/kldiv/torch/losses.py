@@ -35,7 +35,7 @@ from kldiv.torch._reduce import (
 
 Tensor = torch.Tensor
 
-__all__ = ["JSDLoss", "KLDivLoss", "js_div", "kl_div"]
+__all__ = ["JSDLoss", "KLDivLoss", "generalized_jsd_loss", "js_div", "kl_div"]
 
 
 def _check_chunk_size(chunk_size: int | None) -> int | None:
@@ -394,8 +394,16 @@ class JSDLoss(torch.nn.Module):
             + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
 
     with S = softmax(student_logits / τ) and T = softmax(teacher_logits / τ). As in TRL's
-    ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T); this
-    ``"token_mean"`` is TRL's ``"batchmean"`` (sum over unmasked positions / their number).
+    ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T).
+
+    The reductions do not have TRL's meanings. From TRL's to this loss's, with labels:
+    TRL ``"batchmean"`` (sum / unmasked tokens) is ``"token_mean"`` here (which gives 0, not
+    NaN, when every position is masked); TRL ``"mean"`` (sum / (unmasked tokens × vocab)) has
+    no twin here; ``"sum"`` is ``"sum"``. Without labels, TRL ``"batchmean"`` (sum / batch size)
+    is ``"batchmean"`` here, and TRL ``"mean"`` (sum / all elements) is ``"mean"``. TRL's
+    ``"none"`` returns vocabulary-wide terms, this ``"none"`` one value per position. To port
+    a GKD trainer unchanged, use `kldiv.torch.generalized_jsd_loss`, which has TRL's signature
+    and reductions.
 
     Args:
         beta: β in [0, 1], the teacher's weight in the mixture.
@@ -454,3 +462,86 @@ class JSDLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+TRL_REDUCTIONS = ("batchmean", "sum", "mean", "none")
+
+
+def generalized_jsd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+) -> Tensor:
+    r"""TRL's ``GKDTrainer.generalized_jsd_loss``, same arguments and reductions, on kldiv's kernels.
+
+    The port path from TRL: values and gradients are those of TRL's formula,
+
+    $$
+    \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(T \,\|\, M) + (1 - \beta)\,\mathrm{KL}(S \,\|\, M),
+    \qquad M = \beta T + (1 - \beta) S,
+    $$
+
+    with T and S the softmax of the teacher's and student's logits divided by τ, β = 0 giving
+    KL(T‖S) and β = 1 giving KL(S‖T). Positions whose label is -100 are left out. TRL's
+    reductions, which differ from `JSDLoss`'s:
+
+    - ``"batchmean"``: the sum over kept positions divided by their number when ``labels`` are
+      given (NaN if none is kept, as in TRL), else by ``student_logits.shape[0]`` (the batch);
+    - ``"sum"``: the sum;
+    - ``"mean"``: the sum divided by the number of kept *elements* (positions × vocabulary);
+    - ``"none"``: the elementwise terms, ``(kept positions, vocab)`` with ``labels``, else the
+      inputs' shape (computed with torch operations, not the chunked kernel).
+
+    Args:
+        student_logits: ``(..., vocab)`` floating tensor, the model being trained.
+        teacher_logits: ``(..., vocab)`` floating tensor, the reference.
+        labels: ``(...)`` integer tensor, -100 where a position is left out, or None.
+        beta: β in [0, 1], the teacher's weight in the mixture.
+        temperature: τ > 0 dividing both sides' logits.
+        reduction: ``"batchmean"``, ``"sum"``, ``"mean"`` or ``"none"``.
+
+    Returns:
+        A scalar of the inputs' promoted dtype, or the elementwise terms for ``"none"``.
+
+    Examples:
+        >>> import torch
+        >>> from kldiv.torch import generalized_jsd_loss
+        >>> student = torch.tensor([[[0.0, 30.0], [1.0, 1.0]]])  # (batch 1, 2 positions, vocab 2)
+        >>> teacher = torch.tensor([[[30.0, 0.0], [5.0, 5.0]]])
+        >>> generalized_jsd_loss(student, teacher)  # (log 2 + 0) / batch size 1
+        tensor(0.6931)
+        >>> generalized_jsd_loss(student, teacher, labels=torch.tensor([[7, 8]]))  # / 2 tokens
+        tensor(0.3466)
+
+    References:
+        Agarwal et al. (2024), "On-Policy Distillation of Language Models: Learning from
+        Self-Generated Mistakes", ICLR, arXiv:2306.13649, Eq. (1); TRL's ``GKDTrainer``.
+    """
+    check_choice("reduction", reduction, TRL_REDUCTIONS)
+    spec = _jsd_spec(beta, temperature)
+    check_pair(student_logits, teacher_logits)
+    check_positions(labels, name="labels", input=student_logits, integer=True)
+    if reduction == "none":
+        terms = reference_terms(student_logits, teacher_logits, spec)
+        return terms if labels is None else terms[labels != -100]
+    total = _loss(
+        student_logits,
+        teacher_logits,
+        spec,
+        Reduction("sum", -100),
+        labels=labels,
+        weight=None,
+        num_items_in_batch=None,
+        chunk_size=None,
+    )
+    if reduction == "sum":
+        return total
+    vocab = student_logits.shape[-1]
+    if labels is None:
+        count = student_logits.shape[0] if reduction == "batchmean" else student_logits.numel()
+        return total / count
+    kept = (labels != -100).sum().to(total.dtype)
+    return total / (kept if reduction == "batchmean" else kept * vocab)
