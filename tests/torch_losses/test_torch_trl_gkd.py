@@ -118,7 +118,11 @@ def test_bad_reduction() -> None:
 @pytest.mark.parametrize("reduction", ["batchmean", "mean"])
 def test_jsdloss_reductions_without_labels_are_trls(reduction: str) -> None:
     student, teacher, _ = _inputs(5)
-    with pytest.warns(UserWarning) if reduction == "mean" else _nothing():
+    with (
+        pytest.warns(UserWarning, match="divides the total loss")
+        if reduction == "mean"
+        else _nothing()
+    ):
         ours = JSDLoss(beta=0.7, reduction=reduction)(student, teacher)
     torch.testing.assert_close(
         ours,

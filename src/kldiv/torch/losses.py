@@ -27,6 +27,7 @@ from kldiv.torch._options import (
 from kldiv.torch._reduce import (
     Reduction,
     check_num_items,
+    divisor,
     nonnegative_jsd,
     position_mask,
     position_scale,
@@ -124,6 +125,10 @@ def _loss(
     total: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
         flat_input, flat_target, mask, scale, spec, rows
     )
+    by = divisor(reduction, mask, num_items_in_batch, input.shape, total)
+    if isinstance(by, int) and by == 0:
+        # An empty batch: torch's mean of nothing is 0/0 = NaN, not the 0 of an empty dot.
+        total = total / 0.0
     return nonnegative_jsd(total, spec).to(out_dtype)
 
 
