@@ -92,11 +92,14 @@ def test_nan_and_negative_targets_are_torchs(case: str, reduction: str, dtype: t
 
 
 def test_issue_case_reduction_none() -> None:
-    value = KLDivLoss(reduction="none")(
-        torch.tensor([[-1.0, -0.5]]), torch.tensor([[math.nan, 0.4]])
-    )
+    input, target = torch.tensor([[-1.0, -0.5]]), torch.tensor([[math.nan, 0.4]])
+    value = kl_div(input, target, reduction="none")
     assert torch.isnan(value[0, 0])
     assert value[0, 1] == pytest.approx(0.4 * (math.log(0.4) + 0.5), rel=1e-6)
+    # The module looks at its first batch: these "log-probabilities" do not normalize
+    # (e^-1 + e^-0.5 = 0.974), which is what raw logits declared as log_probs look like.
+    with pytest.raises(ValueError, match=r"sum to 0\.974\d*, not 1; .*input_kind='logits'"):
+        KLDivLoss(reduction="none")(input, target)
 
 
 @pytest.mark.parametrize("log_target", [False, True])

@@ -12,9 +12,11 @@ import torch
 
 from kldiv.torch._chunked import ChunkedDivergence, default_chunk_rows, reference_terms
 from kldiv.torch._kernels import compute_dtype
+from kldiv.torch._kind_check import check_kinds
 from kldiv.torch._options import (
     DIRECTIONS,
     INPUT_KINDS,
+    TARGET_KINDS,
     Divergence,
     check_beta,
     check_choice,
@@ -247,6 +249,12 @@ class KLDivLoss(torch.nn.Module):
         ignore_index: the label value marking positions to leave out.
         chunk_size: rows per block of the kernel; chosen so that a block fits in cache if None.
 
+    On its first call the module looks at the values once (one host synchronization, skipped
+    under ``torch.compile``): a side declared ``"log_probs"`` whose exponentials do not sum to 1
+    raises a ValueError that suggests ``"logits"`` (raw logits as log-probabilities give a
+    negative "KL"), and a side declared ``"logits"`` whose rows are probabilities warns. Later
+    calls and the functional `kl_div` check only shapes, dtypes and options, never values.
+
     Shape:
         ``input`` and ``target``: ``(..., vocab)``; ``labels`` and ``weight``: ``(...)``.
 
@@ -299,6 +307,8 @@ class KLDivLoss(torch.nn.Module):
         self.reduction = self.reduction_spec.name
         self.log_target = log_target
         self.chunk_size = _check_chunk_size(chunk_size)
+        # The kinds are checked against the values of the first batch only (one host sync).
+        self.kinds_checked = False
 
     def forward(
         self,
@@ -309,6 +319,15 @@ class KLDivLoss(torch.nn.Module):
         num_items_in_batch: int | Tensor | None = None,
     ) -> Tensor:
         """Return the loss of ``input`` (Q) against ``target`` (P); see the class docstring."""
+        if not self.kinds_checked and not torch.compiler.is_compiling():
+            check_kinds(
+                input,
+                target,
+                self.spec,
+                labels=labels,
+                ignore_index=self.reduction_spec.ignore_index,
+            )
+            self.kinds_checked = True
         return _loss(
             input,
             target,
@@ -328,12 +347,16 @@ class KLDivLoss(torch.nn.Module):
         )
 
 
-def _jsd_spec(beta: float, temperature: float) -> Divergence:
+def _jsd_spec(
+    beta: float, temperature: float, input_kind: str = "logits", target_kind: str = "logits"
+) -> Divergence:
     beta = check_beta(beta)
-    tau = check_temperature(temperature, input_kind="logits", target_kind="logits")
+    check_choice("input_kind", input_kind, INPUT_KINDS)
+    check_choice("target_kind", target_kind, TARGET_KINDS)
+    tau = check_temperature(temperature, input_kind=input_kind, target_kind=target_kind)
     # TRL's GKD treats the end points as the two KL divergences, not as the (vanishing) limits.
     name = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "jsd"
-    return Divergence(name, "logits", "logits", tau, beta)
+    return Divergence(name, input_kind, target_kind, tau, beta)
 
 
 def js_div(
@@ -346,6 +369,8 @@ def js_div(
     temperature: float = 1.0,
     ignore_index: int = -100,
     reduction: str = "token_mean",
+    input_kind: str = "logits",
+    target_kind: str = "logits",
     chunk_size: int | None = None,
 ) -> Tensor:
     r"""Generalized Jensen–Shannon loss of GKD between student and teacher logits; see `JSDLoss`.
@@ -364,6 +389,8 @@ def js_div(
         temperature: τ > 0 dividing both sides' logits.
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        input_kind: what the student holds: ``"logits"`` or ``"log_probs"``.
+        target_kind: what the teacher holds: ``"logits"``, ``"log_probs"`` or ``"probs"``.
         chunk_size: rows per block of the chunked kernel.
 
     Returns:
@@ -381,7 +408,7 @@ def js_div(
     return _loss(
         student_logits,
         teacher_logits,
-        _jsd_spec(beta, temperature),
+        _jsd_spec(beta, temperature, input_kind, target_kind),
         reduction_spec,
         labels=labels,
         weight=None,
@@ -415,7 +442,15 @@ class JSDLoss(torch.nn.Module):
         temperature: τ > 0 dividing both sides' logits.
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        input_kind: what the student holds: ``"logits"`` (default) or ``"log_probs"``.
+        target_kind: what the teacher holds: ``"logits"`` (default), ``"log_probs"`` or
+            ``"probs"``. A temperature needs logits on both sides.
         chunk_size: rows per block of the chunked kernel.
+
+    On its first call the module looks at the values once (one host synchronization, skipped
+    under ``torch.compile``): ``"log_probs"`` that do not normalize raise a ValueError that
+    suggests ``"logits"``, and logits whose rows are probabilities warn. Later calls and the
+    functional `js_div` check only shapes and dtypes.
 
     Example:
         >>> import torch
@@ -438,13 +473,16 @@ class JSDLoss(torch.nn.Module):
         temperature: float = 1.0,
         ignore_index: int = -100,
         reduction: str = "token_mean",
+        input_kind: str = "logits",
+        target_kind: str = "logits",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.spec = _jsd_spec(beta, temperature)
+        self.spec = _jsd_spec(beta, temperature, input_kind, target_kind)
         self.reduction_spec = Reduction(reduction, ignore_index)
         self.beta, self.temperature, self.reduction = beta, temperature, reduction
         self.chunk_size = _check_chunk_size(chunk_size)
+        self.kinds_checked = False
 
     def forward(
         self,
@@ -454,6 +492,16 @@ class JSDLoss(torch.nn.Module):
         num_items_in_batch: int | Tensor | None = None,
     ) -> Tensor:
         """Return the loss of the student against the teacher; see the class docstring."""
+        if not self.kinds_checked and not torch.compiler.is_compiling():
+            check_kinds(
+                student_logits,
+                teacher_logits,
+                self.spec,
+                labels=labels,
+                ignore_index=self.reduction_spec.ignore_index,
+                names=("student_logits", "teacher_logits"),
+            )
+            self.kinds_checked = True
         return _loss(
             student_logits,
             teacher_logits,
