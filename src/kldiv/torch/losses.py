@@ -229,8 +229,9 @@ class KLDivLoss(torch.nn.Module):
 
     with ``log q = log_softmax(input / τ)`` for logits and the input itself for log-probabilities
     (likewise for the target). Built with torch's arguments only, it returns torch's values and
-    input gradients for every reduction and ``log_target``, except that the default reduction
-    is ``"batchmean"`` and that the target gradient is finite (0) where the target is 0.
+    input gradients for every reduction and ``log_target`` (NaN for NaN or negative targets,
+    NaN for the mean of an empty batch, as in torch), except that the default reduction is
+    ``"batchmean"`` and that the target gradient is finite (0) where the target is 0.
 
     Args:
         size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
