@@ -39,6 +39,8 @@ def inputs(rows: int, vocab: int) -> dict[str, np.ndarray]:
         "logits_q": logits_q,
         "p": special.softmax(logits_p, axis=-1),
         "q": special.softmax(logits_q, axis=-1),
+        "log_p": special.log_softmax(logits_p, axis=-1),
+        "log_q": special.log_softmax(logits_q, axis=-1),
     }
 
 
@@ -46,6 +48,10 @@ CASES: dict[str, tuple[str, Callable[[dict[str, np.ndarray]], np.ndarray]]] = {
     "kldiv.kl_div probs": ("probs", lambda d: kldiv.kl_div(d["p"], d["q"])),
     "scipy.stats.entropy": ("probs", lambda d: stats.entropy(d["p"], d["q"], axis=-1)),
     "scipy.special.rel_entr.sum": ("probs", lambda d: special.rel_entr(d["p"], d["q"]).sum(-1)),
+    "kldiv.kl_div log_probs": (
+        "logits",
+        lambda d: kldiv.kl_div(d["log_p"], d["log_q"], kind="log_probs"),
+    ),
     "kldiv.kl_div logits": (
         "logits",
         lambda d: kldiv.kl_div(d["logits_p"], d["logits_q"], kind="logits"),

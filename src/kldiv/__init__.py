@@ -10,6 +10,7 @@ from kldiv._divergences import (
     kl_div,
     renyi_div,
 )
+from kldiv._elementwise import generalized_kl, rel_entr
 from kldiv._gaussian import gaussian_kl
 from kldiv.report import Report, compare
 
@@ -20,8 +21,10 @@ __all__ = [
     "cross_entropy",
     "entropy",
     "gaussian_kl",
+    "generalized_kl",
     "jeffreys",
     "js_div",
     "kl_div",
+    "rel_entr",
     "renyi_div",
 ]

@@ -151,7 +151,16 @@ def log_of_base(base: float | None) -> float | None:
 
 
 def is_eager(x: Array) -> bool:
-    """True when reading values of ``x`` is cheap and allowed (not Dask, JAX tracer or compiling)."""
+    """True when reading values of ``x`` is cheap and allowed (not Dask, JAX tracer or compiling).
+
+    ``array_api_compat.is_lazy_array`` answers True for every JAX array, concrete or not, so
+    JAX arrays are told apart here: a concrete ``jax.Array`` is eager, a tracer (under ``jit``,
+    ``grad``, ``vmap``) is not. JAX is looked up only if it is already imported.
+    """
+    jax = sys.modules.get("jax")
+    if jax is not None and array_api_compat.is_jax_array(x):
+        tracer = getattr(getattr(jax, "core", None), "Tracer", None)
+        return tracer is not None and not isinstance(x, tracer)
     if array_api_compat.is_lazy_array(x):
         return False
     torch = sys.modules.get("torch")
@@ -178,17 +187,29 @@ def sum_tolerance(xp: Namespace, dtype: Any) -> float:
 
 
 def validate_probs(
-    xp: Namespace, p: Array, *, name: str, axis: int, where: Array | None, input_dtype: Any
+    xp: Namespace,
+    p: Array,
+    *,
+    name: str,
+    axis: int,
+    where: Array | None,
+    input_dtype: Any,
+    given_axis: int | None = None,
 ) -> None:
-    """Raise ValueError if eager ``p`` has a negative entry or a row off 1 beyond the tolerance."""
+    """Raise ValueError if eager ``p`` has a negative entry or a row off 1 beyond the tolerance.
+
+    ``given_axis`` is the axis as the caller wrote it (``axis`` is normalized to a negative
+    index): messages name the former, so that ``axis=0`` is not reported as ``axis -2``.
+    """
     if not is_eager(p):
         return
     negative = p < 0
     if where is not None:
         negative = negative & where
     if bool(xp.any(negative)):
-        flat = xp.reshape(p if where is None else xp.where(where, p, xp.zeros_like(p)), (-1,))
-        i = int(xp.argmin(flat))
+        # The first negative entry (argmin would pick a NaN elsewhere in the array).
+        i = int(xp.argmax(xp.astype(xp.reshape(negative, (-1,)), xp.int8)))
+        flat = xp.reshape(p, (-1,))
         index = unravel(i, tuple(p.shape))
         raise ValueError(
             f"{name} has a negative entry {float(flat[i]):.6g} at index {index}; "
@@ -196,19 +217,31 @@ def validate_probs(
         )
     kept = p if where is None else xp.where(where, p, xp.zeros_like(p))
     total = xp.sum(kept, axis=axis)
-    off = xp.abs(total - 1)
     tolerance = sum_tolerance(xp, input_dtype)
-    bad = off > tolerance
-    if where is not None:
-        # A row with nothing selected is an empty distribution, not an unnormalized one.
-        bad = bad & xp.any(where, axis=axis)
-    if bool(xp.any(bad)):
-        flat_bad = xp.reshape(bad, (-1,))
-        i = int(xp.argmax(xp.astype(flat_bad, xp.int8)))
-        index = unravel(i, tuple(bad.shape))
-        value = float(xp.reshape(total, (-1,))[i])
+    found = first_row_off_one(xp, total, where=where, axis=axis, tolerance=tolerance)
+    if found is not None:
+        index, value = found
         raise ValueError(
-            f"{name} sums to {value:.6g} along axis {axis} at index {index}, not 1 "
+            f"{name} sums to {value:.6g} along axis {axis if given_axis is None else given_axis} "
+            f"at index {index}, not 1 "
             f"(tolerance {tolerance:.1e} for {input_dtype}); pass normalize=True to renormalize "
             "as scipy.stats.entropy does"
         )
+
+
+def first_row_off_one(
+    xp: Namespace, total: Array, *, where: Array | None, axis: int, tolerance: float
+) -> tuple[tuple[int, ...], float] | None:
+    """Return the index and value of the first row total off 1 by more than ``tolerance``.
+
+    NaN totals are not off (NaN in gives NaN out), nor are rows that ``where`` leaves empty.
+    """
+    bad = xp.abs(total - 1) > tolerance
+    if where is not None:
+        # A row with nothing selected is an empty distribution, not an unnormalized one.
+        bad = bad & xp.any(where, axis=axis)
+    if not bool(xp.any(bad)):
+        return None
+    flat_bad = xp.reshape(bad, (-1,))
+    i = int(xp.argmax(xp.astype(flat_bad, xp.int8)))
+    return unravel(i, tuple(bad.shape)), float(xp.reshape(total, (-1,))[i])

@@ -85,9 +85,13 @@ def kl_div(
             the support: they contribute nothing, logits there count as -inf, and probabilities
             are checked (or renormalized) over the selected entries only.
         normalize: renormalize probability inputs along ``axis`` first, as scipy.stats.entropy
-            does. Without it, probabilities of eager arrays are checked: a negative entry or a
-            sum off 1 by more than √eps of the dtype raises ValueError. Lazy and traced arrays
-            (Dask, JAX under ``jit``, ``torch.compile``) are not checked, so that nothing computes.
+            does. Without it, probabilities of eager arrays (NumPy, concrete JAX arrays, torch
+            outside ``torch.compile``) are checked: a negative entry or a sum off 1 by more
+            than √eps of the dtype raises ValueError. Log-probabilities of eager arrays are
+            always checked to normalize (Σ exp(log p) within the same tolerance of 1), so that
+            raw logits passed as ``"log_probs"`` raise a ValueError suggesting
+            ``kind="logits"``. Lazy and traced arrays (Dask, JAX under ``jit``/``grad``/
+            ``vmap``, ``torch.compile``) are not checked, so that nothing computes.
 
     Returns:
         An array of the inputs' library with the broadcast shape without ``axis`` (or with size 1
@@ -343,11 +347,20 @@ def js_div(
         base=base,
         keepdims=keepdims,
     )
-    return prepared.reduce(js_terms(prepared, beta))
+    total = prepared.reduce(js_terms(prepared, beta))
+    # The divergence is >= 0; rounding in a sum of terms of both signs may not be (-1e-17 for
+    # near-equal rows), and its square root, the Jensen–Shannon distance, must not be NaN.
+    xp = prepared.xp
+    return xp.where(total < 0, xp.zeros_like(total), total)
 
 
 def js_terms(prepared: Prepared, beta: float) -> Array:
-    """Elementwise terms of the generalized JSD of the two prepared sides (0 at β ∈ {0, 1})."""
+    """Elementwise terms of the generalized JSD of the two prepared sides (0 at β ∈ {0, 1}).
+
+    Where p and q are within a factor e of each other, log(p/m) and log(q/m) are taken as
+    −log1p((1−β)·expm1(log q − log p)) and −log1p(β·expm1(log p − log q)): exactly 0 where
+    p = q (so JS(P, P) = 0 exactly), and accurate where the logaddexp form would cancel.
+    """
     xp, (p, q) = prepared.xp, prepared.sides
     if beta in (0.0, 1.0):
         # M equals one of the inputs and its weight is 0: each term is exactly 0 (NaN stays NaN).
@@ -359,8 +372,16 @@ def js_terms(prepared: Prepared, beta: float) -> Array:
     log_q = xp.where(either, q.log, zeros)
     log_m = xp.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
     log_m = xp.where(either, log_m, zeros)
-    terms_p = p.safe_probs(xp) * (p.safe_log(xp) - xp.where(p.support, log_m, zeros))
-    terms_q = q.safe_probs(xp) * (q.safe_log(xp) - xp.where(q.support, log_m, zeros))
+    ratio_p = p.safe_log(xp) - xp.where(p.support, log_m, zeros)
+    ratio_q = q.safe_log(xp) - xp.where(q.support, log_m, zeros)
+    both = p.support & q.support
+    difference = xp.where(both, log_q - log_p, zeros)
+    near = both & (xp.abs(difference) < 1.0)
+    d = xp.where(near, difference, zeros)
+    ratio_p = xp.where(near, -xp.log1p((1.0 - beta) * xp.expm1(d)), ratio_p)
+    ratio_q = xp.where(near, -xp.log1p(beta * xp.expm1(-d)), ratio_q)
+    terms_p = p.safe_probs(xp) * ratio_p
+    terms_q = q.safe_probs(xp) * ratio_q
     return beta * terms_p + (1.0 - beta) * terms_q
 
 

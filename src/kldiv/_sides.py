@@ -18,9 +18,12 @@ from kldiv._array import (
     broadcast_shapes,
     check_kind,
     compute_dtype,
+    first_row_off_one,
+    is_eager,
     log_of_base,
     namespace,
     normalize_axis,
+    sum_tolerance,
     validate_probs,
 )
 
@@ -132,7 +135,7 @@ def prepare(
             raise TypeError(f"where must be a boolean array, got dtype {mask.dtype}")
     result_dtype, dtype = compute_dtype(xp, named)
     shape = broadcast_shapes(named + ([("where", mask)] if mask is not None else []))
-    axis = normalize_axis(axis, len(shape))
+    given_axis, axis = axis, normalize_axis(axis, len(shape))
     if mask is not None and tuple(mask.shape) != shape:
         mask = xp.broadcast_to(mask, shape)
     sides = []
@@ -141,7 +144,7 @@ def prepare(
         if tuple(x.shape) != shape:
             x = xp.broadcast_to(x, shape)
         input_dtype = array.dtype if hasattr(array, "dtype") else result_dtype
-        sides.append(_side(xp, x, kind, name, axis, mask, normalize, input_dtype))
+        sides.append(_side(xp, x, kind, name, (axis, given_axis), mask, normalize, input_dtype))
     return Prepared(xp, sides, axis, mask, result_dtype, log_base, keepdims)
 
 
@@ -150,11 +153,12 @@ def _side(
     x: Array,
     kind: str,
     name: str,
-    axis: int,
+    axes: tuple[int, int],
     mask: Array | None,
     normalize: bool,
     input_dtype: Any,
 ) -> Side:
+    axis, given_axis = axes  # normalized (negative) and as the caller wrote it, for messages
     if kind == "logits":
         if mask is not None:
             x = xp.where(mask, x, xp.full_like(x, -float("inf")))
@@ -166,11 +170,16 @@ def _side(
         if mask is not None:
             support = support & mask
             x = xp.where(mask, x, xp.full_like(x, -float("inf")))
+        validate_log_probs(
+            xp, x, name=name, axis=axis, where=mask, input_dtype=input_dtype, given_axis=given_axis
+        )
         return Side(x, None, support)
     if normalize:
         kept = x if mask is None else xp.where(mask, x, xp.zeros_like(x))
         x = x / xp.sum(kept, axis=axis, keepdims=True)
-    validate_probs(xp, x, name=name, axis=axis, where=mask, input_dtype=input_dtype)
+    validate_probs(
+        xp, x, name=name, axis=axis, where=mask, input_dtype=input_dtype, given_axis=given_axis
+    )
     support = x != 0
     if mask is not None:
         support = support & mask
@@ -178,3 +187,33 @@ def _side(
         support, xp.log(xp.where(support, x, xp.ones_like(x))), xp.full_like(x, -float("inf"))
     )
     return Side(log, x, support)
+
+
+def validate_log_probs(
+    xp: Namespace,
+    log_p: Array,
+    *,
+    name: str,
+    axis: int,
+    where: Array | None,
+    input_dtype: Any,
+    given_axis: int,
+) -> None:
+    """Raise ValueError if eager log-probabilities do not normalize: Σ exp(log p) off 1.
+
+    Raw logits passed as ``kind="log_probs"`` are the usual cause, so the message suggests
+    ``kind="logits"``. Entries outside ``where`` must already be -inf. NaN rows pass.
+    """
+    if not is_eager(log_p):
+        return
+    total = xp.exp(logsumexp(xp, log_p, axis))
+    tolerance = sum_tolerance(xp, input_dtype)
+    found = first_row_off_one(xp, total, where=where, axis=axis, tolerance=tolerance)
+    if found is not None:
+        index, value = found
+        raise ValueError(
+            f"{name} holds log-probabilities whose exponentials sum to {value:.6g} along axis "
+            f"{given_axis} at index {index}, not 1 (tolerance {tolerance:.1e} for "
+            f"{input_dtype}); if these are unnormalized scores, pass kind='logits' (or "
+            f"{name}_kind='logits'), which applies a log-softmax"
+        )

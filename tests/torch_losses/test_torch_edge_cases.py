@@ -231,7 +231,11 @@ BAD_FUSED_CALLS = [
     (dict(teacher_hidden=None, teacher_weight=None), ValueError, "pass exactly one teacher"),
     (dict(teacher_logits=torch.zeros(4, 10)), ValueError, "pass exactly one teacher"),
     (dict(teacher_weight=torch.zeros(8, 2)), ValueError, "fewer than the student's 10"),
-    (dict(student_hidden=torch.zeros(4, 5)), ValueError, r"student_hidden has shape \(4, 5\)"),
+    (
+        dict(student_hidden=torch.zeros(4, 5)),
+        ValueError,
+        r"student_weight has shape \(10, 3\), expected \(vocab, 5\).*student_hidden \(shape \(4, 5\)\)",
+    ),
     (dict(teacher_hidden=torch.zeros(5, 2)), ValueError, r"teacher_hidden has shape \(5, 2\)"),
     (
         dict(student_bias=torch.zeros(9)),

@@ -128,9 +128,40 @@ def test_legacy_arguments_map_like_torch(
     torch.testing.assert_close(ours, _torch_kl_div(log_q, target, reduction, log_target=False))
 
 
-def test_legacy_arguments_warn() -> None:
-    with pytest.warns(DeprecationWarning, match="size_average and reduce are deprecated"):
-        KLDivLoss(size_average=False)
+@pytest.mark.parametrize(
+    ("size_average", "reduce"), [(False, None), (None, False), (True, True), (False, True)]
+)
+def test_legacy_arguments_warn_as_torch_does(
+    size_average: bool | None, reduce: bool | None
+) -> None:
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        torch.nn.KLDivLoss(size_average, reduce)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        KLDivLoss(size_average, reduce)
+    assert [(w.category, str(w.message)) for w in ours] == [
+        (w.category, str(w.message)) for w in theirs
+    ]
+    assert ours[0].category is UserWarning  # shown by default, unlike a DeprecationWarning
+    assert ours[0].filename == __file__  # attributed to the caller's line
+
+
+def test_functional_accepts_torch_positional_order() -> None:
+    log_q, target = _inputs((3, 6), torch.float64, log_target=False)
+    torch.testing.assert_close(
+        kl_div(log_q, target, None, None, "sum"), _torch_kl_div(log_q, target, "sum", False)
+    )
+    log_p = target.log()
+    torch.testing.assert_close(
+        kl_div(log_q, log_p, None, None, "batchmean", True),
+        _torch_kl_div(log_q, log_p, "batchmean", log_target=True),
+    )
+    with pytest.warns(UserWarning, match="please use reduction='sum' instead"):
+        value = kl_div(log_q, target, False)
+    torch.testing.assert_close(value, _torch_kl_div(log_q, target, "sum", False))
+    with pytest.raises(TypeError):
+        kl_div(log_q, target, None, None, "sum", False, "logits")  # type: ignore[misc]
 
 
 def test_zero_targets_give_finite_target_gradients() -> None:

@@ -16,7 +16,7 @@ except ModuleNotFoundError as _error:
     ) from None
 
 from kldiv.torch.fused_linear import FusedLinearJSDLoss, FusedLinearKLDivLoss, TopK
-from kldiv.torch.losses import JSDLoss, KLDivLoss, js_div, kl_div
+from kldiv.torch.losses import JSDLoss, KLDivLoss, generalized_jsd_loss, js_div, kl_div
 from kldiv.torch.penalty import kl_penalty
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "JSDLoss",
     "KLDivLoss",
     "TopK",
+    "generalized_jsd_loss",
     "js_div",
     "kl_div",
     "kl_penalty",

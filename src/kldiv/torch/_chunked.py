@@ -58,9 +58,10 @@ def _log_side(z: Tensor, kind: str, temperature: float) -> tuple[Tensor, Tensor]
         return z, z.exp()
     positive = z > 0
     # log(0) = -inf is the right value (a reverse KL against a zero is infinite), but its
-    # derivative must not meet the zero gradient of a masked term.
+    # derivative must not meet the zero gradient of a masked term. A negative or NaN
+    # probability has a NaN logarithm, as in torch, so that its terms are NaN.
     safe_log = torch.log(torch.where(positive, z, torch.ones((), dtype=z.dtype, device=z.device)))
-    return torch.where(positive, safe_log, -torch.inf), z
+    return torch.where(positive, safe_log, torch.where(z == 0, -torch.inf, torch.nan)), z
 
 
 def reference_terms(input: Tensor, target: Tensor, spec: Divergence) -> Tensor:
@@ -81,7 +82,8 @@ def reference_terms(input: Tensor, target: Tensor, spec: Divergence) -> Tensor:
     log_p, p = _log_side(target, spec.target_kind, spec.temperature)
 
     def weighted(prob: Tensor, log_a: Tensor, log_b: Tensor) -> Tensor:
-        alive = prob > 0
+        # Only a zero probability drops its term: NaN and negative ones give NaN, as in torch.
+        alive = prob != 0
         return _safe(alive, prob * (_safe(alive, log_a) - _safe(alive, log_b)))
 
     if spec.name == "forward":

@@ -132,7 +132,7 @@ def _times_prob(values: Tensor, probs: Tensor) -> Tensor:
     return values.nan_to_num_(nan=0.0, posinf=math.inf, neginf=-math.inf)
 
 
-def _nan_witness(z: Tensor, side: Side) -> Tensor:
+def _nan_witness(z: Tensor, side: Side, *, probabilities: bool = False) -> Tensor:
     """Return a per-row 0, or NaN where a row of ``z`` is no distribution to work with.
 
     A NaN or +inf logit, or a row of -inf logits, makes the whole softmax row NaN, so the
@@ -140,7 +140,10 @@ def _nan_witness(z: Tensor, side: Side) -> Tensor:
     """
     if side.normalized:
         return side.probs[:, 0] * 0.0
-    return torch.where(torch.isnan(z).any(dim=-1), math.nan, 0.0)
+    # A negative probability is no distribution either: torch's log of it is NaN, and the row
+    # must say so rather than drop the term as 0 · log 0.
+    invalid = torch.isnan(z) | (z < 0) if probabilities else torch.isnan(z)
+    return torch.where(invalid.any(dim=-1), math.nan, 0.0)
 
 
 def _to_input(g: Tensor, side: Side, temperature: float, g_sum: Tensor | None) -> Tensor:
@@ -197,7 +200,7 @@ def chunk_divergence(
     q = side_from(x, spec.input_kind, tau, block=workspace, logs=LOG_Q, probs=q_buf)
     p = side_from(t, spec.target_kind, tau, block=workspace, logs=LOG_P, probs=PROB_P)
     # Taken before q's probabilities, which may live in grad_input, are overwritten.
-    witness = _nan_witness(x, q) + _nan_witness(t, p)
+    witness = _nan_witness(x, q) + _nan_witness(t, p, probabilities=spec.target_kind == "probs")
     if spec.name == "forward":
         rows = _forward(q, p, spec, workspace, grad_input, grad_target) + witness
     elif spec.name == "reverse":
@@ -279,7 +282,8 @@ def _forward(
     rows = _times_prob(_log_ratio(p, q, scratch), p.probs).sum(dim=-1)
     if gt is not None:
         if spec.target_kind == "probs":
-            value = torch.where(p.probs > 0, _log_ratio(p, q, scratch).add_(1.0), 0.0)
+            # 0 where the target is 0 (kldiv's finite choice); NaN where it is NaN or negative.
+            value = torch.where(p.probs != 0, _log_ratio(p, q, scratch).add_(1.0), 0.0)
         else:
             value = _times_prob(_log_ratio(p, q, scratch).add_(1.0), p.probs)
             # g_p summed over the row is D + Σp, which the softmax Jacobian subtracts.

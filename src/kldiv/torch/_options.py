@@ -59,17 +59,16 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None, reduction: 
     """Map torch's deprecated ``size_average``/``reduce`` pair onto a reduction, as torch does."""
     if size_average is None and reduce is None:
         return check_choice("reduction", reduction, REDUCTIONS)
-    warnings.warn(
-        "size_average and reduce are deprecated, as in torch; use reduction='sum', 'batchmean', "
-        "'token_mean' or 'none' instead",
-        DeprecationWarning,
-        stacklevel=3,
-    )
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
+    name = "none" if not reduce else "mean" if size_average else "sum"
+    # torch's own message and category (a UserWarning, shown by default).
+    warnings.warn(
+        f"size_average and reduce args will be deprecated, please use reduction='{name}' instead.",
+        UserWarning,
+        stacklevel=4,  # the caller of KLDivLoss(...) or kl_div(...)
+    )
+    return name
 
 
 def target_kind_from(target_kind: str | None, *, log_target: bool) -> str:

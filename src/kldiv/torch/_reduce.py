@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kldiv.torch._options import MEAN_WARNING, REDUCTIONS, check_choice
+from kldiv.torch._options import MEAN_WARNING, REDUCTIONS, Divergence, check_choice
 
 Tensor = torch.Tensor
 
@@ -158,3 +158,16 @@ def divisor(
     if mask is not None:
         return mask.sum().clamp_min(1).to(like.dtype)
     return max(input_shape[:-1].numel(), 1)
+
+
+def nonnegative_jsd(value: Tensor, spec: Divergence) -> Tensor:
+    """The JSD's value raised to 0 where rounding made it negative, its gradient untouched.
+
+    JSD ≥ 0, but a sum of terms of both signs rounds to -4e-8 (float32) for identical rows, and
+    the Jensen–Shannon distance √JSD would be NaN. Other divergences are returned as they are.
+    """
+    if spec.name == "jsd":
+        # In place without recording: the autograd functions never read their own output back.
+        with torch.no_grad():
+            value.clamp_min_(0.0)
+    return value

@@ -21,7 +21,7 @@ import torch
 from kldiv.torch._fused import FusedLinearDivergence, default_fused_chunk_rows
 from kldiv.torch._kernels import compute_dtype
 from kldiv.torch._options import DIRECTIONS, Divergence, check_beta, check_choice, check_temperature
-from kldiv.torch._reduce import Reduction, position_mask, position_scale
+from kldiv.torch._reduce import Reduction, nonnegative_jsd, position_mask, position_scale
 
 Tensor = torch.Tensor
 
@@ -65,6 +65,26 @@ def _check_leading(tensor: Tensor, name: str, positions: torch.Size, last: int |
     return tensor.reshape(-1, tensor.shape[-1])
 
 
+def _check_layer(hidden: Tensor, weight: Tensor, who: str) -> None:
+    """A wrong-sized output layer is named as such, not reported as a wrong hidden state."""
+    if hidden.ndim >= 1 and weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"{who}_weight has shape {tuple(weight.shape)}, expected (vocab, {hidden.shape[-1]}): "
+            f"its second dimension must be the hidden size, the last dimension of {who}_hidden "
+            f"(shape {tuple(hidden.shape)}); pass the output layer's weight (lm_head.weight)"
+        )
+
+
+def _scalar_reduction(reduction: str, ignore_index: int, factor: float = 1.0) -> Reduction:
+    """The reduction of a fused-linear loss, refused at construction if it is ``"none"``."""
+    if reduction == "none":
+        raise ValueError(
+            "the fused-linear losses fold the gradient into grad_weight during forward, so they "
+            "return a scalar; use reduction='sum', 'batchmean', 'token_mean' or 'mean'"
+        )
+    return Reduction(reduction, ignore_index, factor)
+
+
 def _fused_loss(
     spec: Divergence,
     reduction: Reduction,
@@ -84,6 +104,7 @@ def _fused_loss(
     _check_matrix(student_hidden, "student_hidden")
     _check_matrix(student_weight, "student_weight", 2)
     positions, vocab = student_hidden.shape[:-1], student_weight.shape[0]
+    _check_layer(student_hidden, student_weight, "student")
     hidden = _check_leading(student_hidden, "student_hidden", positions, student_weight.shape[1])
     bias = None
     if student_bias is not None:
@@ -100,6 +121,7 @@ def _fused_loss(
     if teacher_hidden is not None and teacher_weight is not None:
         _check_matrix(teacher_weight, "teacher_weight", 2)
         _check_matrix(teacher_hidden, "teacher_hidden")
+        _check_layer(teacher_hidden, teacher_weight, "teacher")
         teacher[0] = _check_leading(
             teacher_hidden, "teacher_hidden", positions, teacher_weight.shape[1]
         )
@@ -134,11 +156,6 @@ def _fused_loss(
         _check_leading(labels.unsqueeze(-1), "labels", positions, 1)
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise TypeError(f"labels has dtype {labels.dtype}; labels must be an integer tensor")
-    if reduction.name == "none":
-        raise ValueError(
-            "the fused-linear losses fold the gradient into grad_weight during forward, so they "
-            "return a scalar; use reduction='sum', 'batchmean', 'token_mean' or 'mean'"
-        )
     if num_items_in_batch is not None and reduction.name == "sum":
         raise ValueError("num_items_in_batch divides the loss; use reduction='token_mean'")
     mask = position_mask(labels, reduction)
@@ -156,7 +173,7 @@ def _fused_loss(
     total: Tensor = FusedLinearDivergence.apply(  # type: ignore[no-untyped-call]
         hidden, student_weight, bias, *teacher, mask, scale, spec, rows
     )
-    return total.to(student_hidden.dtype)
+    return nonnegative_jsd(total, spec).to(student_hidden.dtype)
 
 
 class _FusedLinearLoss(torch.nn.Module):
@@ -274,7 +291,7 @@ class FusedLinearKLDivLoss(_FusedLinearLoss):
         tau = check_temperature(temperature, input_kind="logits", target_kind="logits")
         self.spec = Divergence(direction, "logits", "logits", tau)
         factor = tau * tau if scale_by_temperature_squared else 1.0
-        self.reduction_spec = Reduction(reduction, ignore_index, factor)
+        self.reduction_spec = _scalar_reduction(reduction, ignore_index, factor)
         self.chunk_size = _chunk(chunk_size)
 
 
@@ -324,5 +341,5 @@ class FusedLinearJSDLoss(_FusedLinearLoss):
         tau = check_temperature(temperature, input_kind="logits", target_kind="logits")
         name = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "jsd"
         self.spec = Divergence(name, "logits", "logits", tau, beta)
-        self.reduction_spec = Reduction(reduction, ignore_index)
+        self.reduction_spec = _scalar_reduction(reduction, ignore_index)
         self.chunk_size = _chunk(chunk_size)

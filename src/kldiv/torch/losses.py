@@ -12,9 +12,11 @@ import torch
 
 from kldiv.torch._chunked import ChunkedDivergence, default_chunk_rows, reference_terms
 from kldiv.torch._kernels import compute_dtype
+from kldiv.torch._kind_check import check_kinds
 from kldiv.torch._options import (
     DIRECTIONS,
     INPUT_KINDS,
+    TARGET_KINDS,
     Divergence,
     check_beta,
     check_choice,
@@ -27,6 +29,8 @@ from kldiv.torch._options import (
 from kldiv.torch._reduce import (
     Reduction,
     check_num_items,
+    divisor,
+    nonnegative_jsd,
     position_mask,
     position_scale,
     reduce_positions,
@@ -34,7 +38,7 @@ from kldiv.torch._reduce import (
 
 Tensor = torch.Tensor
 
-__all__ = ["JSDLoss", "KLDivLoss", "js_div", "kl_div"]
+__all__ = ["JSDLoss", "KLDivLoss", "generalized_jsd_loss", "js_div", "kl_div"]
 
 
 def _check_inplace(inplace_backward: bool) -> bool:
@@ -110,7 +114,7 @@ def _loss(
             flat_input, flat_target, mask, None, spec, rows, inplace_backward
         )
         return reduce_positions(
-            values,
+            nonnegative_jsd(values, spec),
             reduction=reduction,
             mask=mask,
             weight=weight,
@@ -130,20 +134,24 @@ def _loss(
     total: Tensor = ChunkedDivergence.apply(  # type: ignore[no-untyped-call]
         flat_input, flat_target, mask, scale, spec, rows, inplace_backward
     )
-    return total.to(out_dtype)
+    by = divisor(reduction, mask, num_items_in_batch, input.shape, total)
+    if isinstance(by, int) and by == 0:
+        # An empty batch: torch's mean of nothing is 0/0 = NaN, not the 0 of an empty dot.
+        total = total / 0.0
+    return nonnegative_jsd(total, spec).to(out_dtype)
 
 
 def kl_div(
     input: Tensor,
     target: Tensor,
-    *,
-    labels: Tensor | None = None,
-    weight: Tensor | None = None,
-    num_items_in_batch: int | Tensor | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "batchmean",
     log_target: bool = False,
+    *,
+    labels: Tensor | None = None,
+    weight: Tensor | None = None,
+    num_items_in_batch: int | Tensor | None = None,
     input_kind: str = "log_probs",
     target_kind: str | None = None,
     direction: str = "forward",
@@ -159,16 +167,20 @@ def kl_div(
 
         \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
 
+    ``size_average``, ``reduce``, ``reduction`` and ``log_target`` may be passed by position,
+    in the order of `torch.nn.functional.kl_div`; every kldiv option is keyword-only.
+
     Args:
         input: ``(..., vocab)`` floating tensor, Q (the model being trained) in ``input_kind``.
         target: ``(..., vocab)`` floating tensor, P (the reference) in ``target_kind``.
-        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
-        weight: ``(...)`` floating tensor weighting each position.
-        num_items_in_batch: divisor of an averaging reduction, replacing its own.
-        size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
+        size_average: deprecated torch option, mapped onto ``reduction`` as torch does, with
+            torch's UserWarning.
         reduce: deprecated torch option, mapped onto ``reduction`` as torch does.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         log_target: torch's flag: the target holds log-probabilities (``target_kind`` default).
+        labels: ``(...)`` integer tensor; positions equal to ``ignore_index`` are left out.
+        weight: ``(...)`` floating tensor weighting each position.
+        num_items_in_batch: divisor of an averaging reduction, replacing its own.
         input_kind: ``"logits"`` or ``"log_probs"``.
         target_kind: ``"logits"``, ``"log_probs"`` or ``"probs"``.
         direction: ``"forward"`` for KL(P‖Q), ``"reverse"`` for KL(Q‖P).
@@ -229,8 +241,9 @@ class KLDivLoss(torch.nn.Module):
 
     with ``log q = log_softmax(input / τ)`` for logits and the input itself for log-probabilities
     (likewise for the target). Built with torch's arguments only, it returns torch's values and
-    input gradients for every reduction and ``log_target``, except that the default reduction
-    is ``"batchmean"`` and that the target gradient is finite (0) where the target is 0.
+    input gradients for every reduction and ``log_target`` (NaN for NaN or negative targets,
+    NaN for the mean of an empty batch, as in torch), except that the default reduction is
+    ``"batchmean"`` and that the target gradient is finite (0) where the target is 0.
 
     Args:
         size_average: deprecated torch option, mapped onto ``reduction`` as torch does.
@@ -251,6 +264,12 @@ class KLDivLoss(torch.nn.Module):
         inplace_backward: on the Triton (GPU) path, write the gradient over ``input``
             during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
             ``input`` must not be needed afterwards. Other paths ignore it.
+
+    On its first call the module looks at the values once (one host synchronization, skipped
+    under ``torch.compile``): a side declared ``"log_probs"`` whose exponentials do not sum to 1
+    raises a ValueError that suggests ``"logits"`` (raw logits as log-probabilities give a
+    negative "KL"), and a side declared ``"logits"`` whose rows are probabilities warns. Later
+    calls and the functional `kl_div` check only shapes, dtypes and options, never values.
 
     Shape:
         ``input`` and ``target``: ``(..., vocab)``; ``labels`` and ``weight``: ``(...)``.
@@ -306,6 +325,8 @@ class KLDivLoss(torch.nn.Module):
         self.log_target = log_target
         self.chunk_size = _check_chunk_size(chunk_size)
         self.inplace_backward = _check_inplace(inplace_backward)
+        # The kinds are checked against the values of the first batch only (one host sync).
+        self.kinds_checked = False
 
     def forward(
         self,
@@ -316,6 +337,15 @@ class KLDivLoss(torch.nn.Module):
         num_items_in_batch: int | Tensor | None = None,
     ) -> Tensor:
         """Return the loss of ``input`` (Q) against ``target`` (P); see the class docstring."""
+        if not self.kinds_checked and not torch.compiler.is_compiling():
+            check_kinds(
+                input,
+                target,
+                self.spec,
+                labels=labels,
+                ignore_index=self.reduction_spec.ignore_index,
+            )
+            self.kinds_checked = True
         return _loss(
             input,
             target,
@@ -336,12 +366,16 @@ class KLDivLoss(torch.nn.Module):
         )
 
 
-def _jsd_spec(beta: float, temperature: float) -> Divergence:
+def _jsd_spec(
+    beta: float, temperature: float, input_kind: str = "logits", target_kind: str = "logits"
+) -> Divergence:
     beta = check_beta(beta)
-    tau = check_temperature(temperature, input_kind="logits", target_kind="logits")
+    check_choice("input_kind", input_kind, INPUT_KINDS)
+    check_choice("target_kind", target_kind, TARGET_KINDS)
+    tau = check_temperature(temperature, input_kind=input_kind, target_kind=target_kind)
     # TRL's GKD treats the end points as the two KL divergences, not as the (vanishing) limits.
     name = "forward" if beta == 0.0 else "reverse" if beta == 1.0 else "jsd"
-    return Divergence(name, "logits", "logits", tau, beta)
+    return Divergence(name, input_kind, target_kind, tau, beta)
 
 
 def js_div(
@@ -354,6 +388,8 @@ def js_div(
     temperature: float = 1.0,
     ignore_index: int = -100,
     reduction: str = "token_mean",
+    input_kind: str = "logits",
+    target_kind: str = "logits",
     chunk_size: int | None = None,
     inplace_backward: bool = False,
 ) -> Tensor:
@@ -373,6 +409,8 @@ def js_div(
         temperature: τ > 0 dividing both sides' logits.
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        input_kind: what the student holds: ``"logits"`` or ``"log_probs"``.
+        target_kind: what the teacher holds: ``"logits"``, ``"log_probs"`` or ``"probs"``.
         chunk_size: rows per block of the chunked kernel.
         inplace_backward: on the Triton (GPU) path, write the gradient over ``student_logits``
             during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
@@ -393,7 +431,7 @@ def js_div(
     return _loss(
         student_logits,
         teacher_logits,
-        _jsd_spec(beta, temperature),
+        _jsd_spec(beta, temperature, input_kind, target_kind),
         reduction_spec,
         labels=labels,
         weight=None,
@@ -412,18 +450,34 @@ class JSDLoss(torch.nn.Module):
             + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
 
     with S = softmax(student_logits / τ) and T = softmax(teacher_logits / τ). As in TRL's
-    ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T); this
-    ``"token_mean"`` is TRL's ``"batchmean"`` (sum over unmasked positions / their number).
+    ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T).
+
+    The reductions do not have TRL's meanings. From TRL's to this loss's, with labels:
+    TRL ``"batchmean"`` (sum / unmasked tokens) is ``"token_mean"`` here (which gives 0, not
+    NaN, when every position is masked); TRL ``"mean"`` (sum / (unmasked tokens × vocab)) has
+    no twin here; ``"sum"`` is ``"sum"``. Without labels, TRL ``"batchmean"`` (sum / batch size)
+    is ``"batchmean"`` here, and TRL ``"mean"`` (sum / all elements) is ``"mean"``. TRL's
+    ``"none"`` returns vocabulary-wide terms, this ``"none"`` one value per position. To port
+    a GKD trainer unchanged, use `kldiv.torch.generalized_jsd_loss`, which has TRL's signature
+    and reductions.
 
     Args:
         beta: β in [0, 1], the teacher's weight in the mixture.
         temperature: τ > 0 dividing both sides' logits.
         ignore_index: the label value marking positions to leave out.
         reduction: ``"none"``, ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
+        input_kind: what the student holds: ``"logits"`` (default) or ``"log_probs"``.
+        target_kind: what the teacher holds: ``"logits"`` (default), ``"log_probs"`` or
+            ``"probs"``. A temperature needs logits on both sides.
         chunk_size: rows per block of the chunked kernel.
         inplace_backward: on the Triton (GPU) path, write the gradient over ``student_logits``
             during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
             ``student_logits`` must not be needed afterwards. Other paths ignore it.
+
+    On its first call the module looks at the values once (one host synchronization, skipped
+    under ``torch.compile``): ``"log_probs"`` that do not normalize raise a ValueError that
+    suggests ``"logits"``, and logits whose rows are probabilities warn. Later calls and the
+    functional `js_div` check only shapes and dtypes.
 
     Example:
         >>> import torch
@@ -446,15 +500,18 @@ class JSDLoss(torch.nn.Module):
         temperature: float = 1.0,
         ignore_index: int = -100,
         reduction: str = "token_mean",
+        input_kind: str = "logits",
+        target_kind: str = "logits",
         chunk_size: int | None = None,
         inplace_backward: bool = False,
     ) -> None:
         super().__init__()
-        self.spec = _jsd_spec(beta, temperature)
+        self.spec = _jsd_spec(beta, temperature, input_kind, target_kind)
         self.reduction_spec = Reduction(reduction, ignore_index)
         self.beta, self.temperature, self.reduction = beta, temperature, reduction
         self.chunk_size = _check_chunk_size(chunk_size)
         self.inplace_backward = _check_inplace(inplace_backward)
+        self.kinds_checked = False
 
     def forward(
         self,
@@ -464,6 +521,16 @@ class JSDLoss(torch.nn.Module):
         num_items_in_batch: int | Tensor | None = None,
     ) -> Tensor:
         """Return the loss of the student against the teacher; see the class docstring."""
+        if not self.kinds_checked and not torch.compiler.is_compiling():
+            check_kinds(
+                student_logits,
+                teacher_logits,
+                self.spec,
+                labels=labels,
+                ignore_index=self.reduction_spec.ignore_index,
+                names=("student_logits", "teacher_logits"),
+            )
+            self.kinds_checked = True
         return _loss(
             student_logits,
             teacher_logits,
@@ -478,3 +545,86 @@ class JSDLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, temperature={self.temperature}, reduction={self.reduction!r}"
+
+
+TRL_REDUCTIONS = ("batchmean", "sum", "mean", "none")
+
+
+def generalized_jsd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None = None,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+) -> Tensor:
+    r"""TRL's ``GKDTrainer.generalized_jsd_loss``, same arguments and reductions, on kldiv's kernels.
+
+    The port path from TRL: values and gradients are those of TRL's formula,
+
+    $$
+    \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(T \,\|\, M) + (1 - \beta)\,\mathrm{KL}(S \,\|\, M),
+    \qquad M = \beta T + (1 - \beta) S,
+    $$
+
+    with T and S the softmax of the teacher's and student's logits divided by τ, β = 0 giving
+    KL(T‖S) and β = 1 giving KL(S‖T). Positions whose label is -100 are left out. TRL's
+    reductions, which differ from `JSDLoss`'s:
+
+    - ``"batchmean"``: the sum over kept positions divided by their number when ``labels`` are
+      given (NaN if none is kept, as in TRL), else by ``student_logits.shape[0]`` (the batch);
+    - ``"sum"``: the sum;
+    - ``"mean"``: the sum divided by the number of kept *elements* (positions × vocabulary);
+    - ``"none"``: the elementwise terms, ``(kept positions, vocab)`` with ``labels``, else the
+      inputs' shape (computed with torch operations, not the chunked kernel).
+
+    Args:
+        student_logits: ``(..., vocab)`` floating tensor, the model being trained.
+        teacher_logits: ``(..., vocab)`` floating tensor, the reference.
+        labels: ``(...)`` integer tensor, -100 where a position is left out, or None.
+        beta: β in [0, 1], the teacher's weight in the mixture.
+        temperature: τ > 0 dividing both sides' logits.
+        reduction: ``"batchmean"``, ``"sum"``, ``"mean"`` or ``"none"``.
+
+    Returns:
+        A scalar of the inputs' promoted dtype, or the elementwise terms for ``"none"``.
+
+    Examples:
+        >>> import torch
+        >>> from kldiv.torch import generalized_jsd_loss
+        >>> student = torch.tensor([[[0.0, 30.0], [1.0, 1.0]]])  # (batch 1, 2 positions, vocab 2)
+        >>> teacher = torch.tensor([[[30.0, 0.0], [5.0, 5.0]]])
+        >>> generalized_jsd_loss(student, teacher)  # (log 2 + 0) / batch size 1
+        tensor(0.6931)
+        >>> generalized_jsd_loss(student, teacher, labels=torch.tensor([[7, 8]]))  # / 2 tokens
+        tensor(0.3466)
+
+    References:
+        Agarwal et al. (2024), "On-Policy Distillation of Language Models: Learning from
+        Self-Generated Mistakes", ICLR, arXiv:2306.13649, Eq. (1); TRL's ``GKDTrainer``.
+    """
+    check_choice("reduction", reduction, TRL_REDUCTIONS)
+    spec = _jsd_spec(beta, temperature)
+    check_pair(student_logits, teacher_logits)
+    check_positions(labels, name="labels", input=student_logits, integer=True)
+    if reduction == "none":
+        terms = reference_terms(student_logits, teacher_logits, spec)
+        return terms if labels is None else terms[labels != -100]
+    total = _loss(
+        student_logits,
+        teacher_logits,
+        spec,
+        Reduction("sum", -100),
+        labels=labels,
+        weight=None,
+        num_items_in_batch=None,
+        chunk_size=None,
+    )
+    if reduction == "sum":
+        return total
+    vocab = student_logits.shape[-1]
+    if labels is None:
+        count = student_logits.shape[0] if reduction == "batchmean" else student_logits.numel()
+        return total / count
+    kept = (labels != -100).sum().to(total.dtype)
+    return total / (kept if reduction == "batchmean" else kept * vocab)
