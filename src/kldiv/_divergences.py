@@ -68,8 +68,9 @@ def kl_div(
 ) -> Any:
     r"""Kullback–Leibler divergence KL(P‖Q) along ``axis``.
 
-    .. math::
-        \mathrm{KL}(P \,\|\, Q) = \sum_x p(x) \left(\log p(x) - \log q(x)\right)
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_x p(x) \left(\log p(x) - \log q(x)\right)
+    $$
 
     Args:
         p: the reference distribution P, any Array API array (or nested lists, read by NumPy).
@@ -103,7 +104,7 @@ def kl_div(
             ``axis`` or ``base``.
         TypeError: on non-floating inputs or arrays from different libraries.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> p = np.array([0.5, 0.5, 0.0])
@@ -168,8 +169,9 @@ def cross_entropy(
 ) -> Any:
     r"""Cross-entropy H(P, Q) = −Σ p log q along ``axis``; equals H(P) + KL(P‖Q).
 
-    .. math::
-        H(P, Q) = -\sum_x p(x) \log q(x)
+    $$
+    H(P, Q) = -\sum_x p(x) \log q(x)
+    $$
 
     Args:
         p: the reference distribution P.
@@ -180,7 +182,7 @@ def cross_entropy(
     Returns:
         The cross-entropy, shaped and typed as for `kl_div`; +inf where q = 0 < p.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> float(kldiv.cross_entropy(np.array([0.5, 0.5]), np.array([0.5, 0.5]), base=2))
@@ -215,8 +217,9 @@ def entropy(
 ) -> Any:
     r"""Shannon entropy H(P) = −Σ p log p along ``axis``.
 
-    .. math::
-        H(P) = -\sum_x p(x) \log p(x)
+    $$
+    H(P) = -\sum_x p(x) \log p(x)
+    $$
 
     Args:
         p: the distribution; see `kl_div` for ``kind``, ``axis``, ``base``, ``keepdims``,
@@ -225,7 +228,7 @@ def entropy(
     Returns:
         The entropy, shaped and typed as for `kl_div`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> float(kldiv.entropy(np.array([0.25, 0.25, 0.5, 0.0]), base=2))
@@ -255,8 +258,9 @@ def jeffreys(
 ) -> Any:
     r"""Jeffreys divergence KL(P‖Q) + KL(Q‖P), the symmetrized KL.
 
-    .. math::
-        J(P, Q) = \sum_x \left(p(x) - q(x)\right) \left(\log p(x) - \log q(x)\right)
+    $$
+    J(P, Q) = \sum_x \left(p(x) - q(x)\right) \left(\log p(x) - \log q(x)\right)
+    $$
 
     Args:
         p: first distribution; see `kl_div` for every option.
@@ -265,7 +269,7 @@ def jeffreys(
     Returns:
         The divergence, shaped and typed as for `kl_div`; +inf unless the supports are equal.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> p, q = np.array([0.5, 0.5]), np.array([0.25, 0.75])
@@ -311,9 +315,10 @@ def js_div(
 ) -> Any:
     r"""Generalized Jensen–Shannon divergence with mixture weight ``beta``.
 
-    .. math::
-        \mathrm{JS}_\beta(P, Q) = \beta\,\mathrm{KL}(P \,\|\, M) + (1-\beta)\,\mathrm{KL}(Q \,\|\, M),
-        \qquad M = \beta P + (1-\beta) Q
+    $$
+    \mathrm{JS}_\beta(P, Q) = \beta\,\mathrm{KL}(P \,\|\, M) + (1-\beta)\,\mathrm{KL}(Q \,\|\, M),
+    \qquad M = \beta P + (1-\beta) Q
+    $$
 
     The mixture is formed in log space, log M = logaddexp(log β + log P, log(1−β) + log Q),
     so the result is finite for disjoint supports and bounded by the binary entropy of β
@@ -331,7 +336,7 @@ def js_div(
     References:
         Lin (1991), "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> float(kldiv.js_div(np.array([1.0, 0.0]), np.array([0.0, 1.0]), base=2))
@@ -403,8 +408,9 @@ def renyi_div(
 ) -> Any:
     r"""Rényi divergence of order ``alpha``.
 
-    .. math::
-        D_\alpha(P \,\|\, Q) = \frac{1}{\alpha - 1} \log \sum_x p(x)^\alpha q(x)^{1-\alpha}
+    $$
+    D_\alpha(P \,\|\, Q) = \frac{1}{\alpha - 1} \log \sum_x p(x)^\alpha q(x)^{1-\alpha}
+    $$
 
     computed in log space as a logsumexp of α log p + (1 − α) log q over the support of p.
     α = 1 is exactly `kl_div` (the limit), α = ∞ is log max p/q. The divergence is
@@ -423,7 +429,7 @@ def renyi_div(
         van Erven and Harremoës (2014), "Rényi divergence and Kullback-Leibler divergence",
         IEEE Trans. Inf. Theory 60(7).
 
-    Example:
+    Examples:
         >>> import math
         >>> import numpy as np
         >>> import kldiv

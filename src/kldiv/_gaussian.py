@@ -27,10 +27,11 @@ def gaussian_kl(
 ) -> Any:
     r"""KL(N(μ_p, diag σ_p²) ‖ N(μ_q, diag σ_q²)) from means and log-variances, summed over ``axis``.
 
-    .. math::
-        \mathrm{KL} = \frac{1}{2} \sum_i \left( e^{d_i} - 1 - d_i
-            + \frac{(\mu_{p,i} - \mu_{q,i})^2}{\sigma_{q,i}^2} \right),
-        \qquad d_i = \log\sigma_{p,i}^2 - \log\sigma_{q,i}^2
+    $$
+    \mathrm{KL} = \frac{1}{2} \sum_i \left( e^{d_i} - 1 - d_i
+        + \frac{(\mu_{p,i} - \mu_{q,i})^2}{\sigma_{q,i}^2} \right),
+    \qquad d_i = \log\sigma_{p,i}^2 - \log\sigma_{q,i}^2
+    $$
 
     With the defaults μ_q = 0 and log σ_q² = 0 this is the regularizer of a VAE with a standard
     normal prior (Kingma and Welling 2014, appendix B). e^d − 1 − d is computed as expm1(d) − d,
@@ -48,7 +49,7 @@ def gaussian_kl(
         KL in nats, shape of the broadcast inputs without ``axis``, in their floating dtype
         (float16 and bfloat16 are computed in float32).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import kldiv
         >>> mean, logvar = np.zeros((2, 3)), np.zeros((2, 3))

@@ -28,7 +28,7 @@ def units_for_base(base: float | None) -> str:
         ``"nats"`` for ``None`` or e, ``"bits"`` for 2, ``"bans"`` for 10, otherwise
         ``"log-base-<base> units"``.
 
-    Example:
+    Examples:
         >>> units_for_base(2)
         'bits'
     """
@@ -87,7 +87,7 @@ class KLResult:
             (or, for sums over infinite discrete support, the probability mass left out).
         params: Further settings that determine the value (``k``, ``prior``, ``estimator``, ``seed``...).
 
-    Example:
+    Examples:
         >>> r = KLResult(value=0.5, stderr=0.01, method="monte_carlo", n=10_000)
         >>> float(r)
         0.5

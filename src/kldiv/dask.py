@@ -111,7 +111,7 @@ def open_rows(path: str | os.PathLike[str], *, rows_per_chunk: int | None = None
             truncated ``.npy`` (checked here, not when a block is read), or
             ``rows_per_chunk`` < 1.
 
-    Example:
+    Examples:
         >>> import os, tempfile, numpy as np, kldiv
         >>> from kldiv.dask import open_rows
         >>> path = os.path.join(tempfile.mkdtemp(), "logits.npy")

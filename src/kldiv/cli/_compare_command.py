@@ -265,7 +265,9 @@ def _lm_command(
             raise BadInput(flag, "applies to logits files, not to models or llama.cpp base files")
     plot_file = None if plot is None else plot_path(plot)
     if plot_file is not None and not plot_file.parent.is_dir():
-        raise BadInput(plot_file, f"cannot write the plot: folder {plot_file.parent} does not exist")
+        raise BadInput(
+            plot_file, f"cannot write the plot: folder {plot_file.parent} does not exist"
+        )
     evaluation = run_lm_compare(base, test, options)
     report = evaluation.report
     if options.per_token is not None:

@@ -197,7 +197,7 @@ def kl_divergence(
     Raises:
         TypeError: if neither argument is a ``torch.distributions`` object.
 
-    Example:
+    Examples:
         >>> import torch
         >>> loc = torch.tensor([0.0, 1.0], requires_grad=True)
         >>> p = torch.distributions.Normal(loc, 1.0)

@@ -51,7 +51,7 @@ class Mixture:
         weights: non-negative mixing weights summing to 1, shape (K,).
         components: K distributions.
 
-    Example:
+    Examples:
         >>> import scipy.stats
         >>> mixture = Mixture([0.3, 0.7], [scipy.stats.norm(-1, 1), scipy.stats.norm(2, 0.5)])
         >>> round(float(mixture.logpdf(0.0)), 4)   # log(0.3·0.24197 + 0.7·0.00027)

@@ -42,7 +42,7 @@ def register_kl(type_p: type, type_q: type) -> Callable[[F], F]:
     Returns:
         A decorator that records the function and returns it unchanged.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from kldiv.distributions import kl
         >>> class Point:

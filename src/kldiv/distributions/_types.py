@@ -161,7 +161,7 @@ class _LocationScale(Distribution):
 class Normal(_LocationScale):
     """Normal distribution N(loc, scale²).
 
-    Example:
+    Examples:
         >>> Normal(0.0, [1.0, 2.0]).batch_shape
         (2,)
     """

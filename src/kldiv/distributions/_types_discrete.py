@@ -23,7 +23,7 @@ __all__ = ["Bernoulli", "Binomial", "Geometric", "Poisson"]
 class Poisson(Distribution):
     """Poisson distribution with mean ``rate``; rate 0 is the point mass at 0.
 
-    Example:
+    Examples:
         >>> Poisson([0.0, 2.5]).batch_shape
         (2,)
     """

@@ -99,7 +99,7 @@ class _GaussianDensity:
 class MultivariateNormal(_Gaussian):
     """Multivariate normal N(loc, covariance) with a full covariance matrix.
 
-    Example:
+    Examples:
         >>> MultivariateNormal([0.0, 0.0], [[2.0, 0.5], [0.5, 1.0]]).dim
         2
     """
@@ -129,7 +129,7 @@ class MultivariateNormal(_Gaussian):
 class DiagonalNormal(_Gaussian):
     """Multivariate normal with independent coordinates: N(loc, diag(scale²)).
 
-    Example:
+    Examples:
         >>> DiagonalNormal([0.0, 1.0], [1.0, 2.0]).covariance_matrix
         array([[1., 0.], [0., 4.]])
     """
@@ -206,7 +206,7 @@ class Dirichlet(Distribution):
 class Categorical(Distribution):
     """Distribution over categories 0..K−1 with probabilities ``probs`` (last axis K).
 
-    Example:
+    Examples:
         >>> Categorical([0.2, 0.8]).batch_shape
         ()
     """

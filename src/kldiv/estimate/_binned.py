@@ -63,7 +63,7 @@ def quantile_edges(reference: ArrayLike, bins: int) -> FloatArray:
         The distinct j/bins quantiles (j = 1, …, bins − 1) in increasing order, float64;
         ``numpy.searchsorted(edges, v, side="right")`` is then the bin of v.
 
-    Example:
+    Examples:
         >>> quantile_edges([1.0, 2.0, 3.0, 4.0, 5.0], 4).tolist()
         [2.0, 3.0, 4.0]
         >>> quantile_edges([0, 0, 0, 0, 1], 4).tolist()
@@ -105,7 +105,7 @@ def binned(x: ArrayLike, y: ArrayLike, *, bins: int = 10, prior: float | str = 0
     Raises:
         ValueError: on NaN or infinite values, empty or non-1-D samples, or bins < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> x, y = rng.normal(0, 1, 5000), rng.normal(1, 1, 5000)

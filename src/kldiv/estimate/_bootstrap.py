@@ -50,7 +50,7 @@ def bootstrap(
         The estimator's result with ``stderr`` replaced by the bootstrap standard error and
         ``params`` extended by ``stderr_method="bootstrap"``, ``n_boot`` and ``seed``.
 
-    Example:
+    Examples:
         >>> from kldiv.estimate import bootstrap, categorical
         >>> result = bootstrap(categorical, list("aaab" * 50), list("abba" * 50), prior=0.5, seed=0)
         >>> result.params["n_boot"], round(result.value, 4)

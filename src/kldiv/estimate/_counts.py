@@ -112,7 +112,7 @@ def counts(c_p: ArrayLike, c_q: ArrayLike, *, prior: float | str = 0.5) -> KLRes
         ValueError: on negative, non-integer or NaN counts, shapes that differ, empty
             samples, or an unknown prior.
 
-    Example:
+    Examples:
         >>> round(counts([3, 1], [2, 2], prior=0).value, 6)  # KL((3/4, 1/4) ‖ (1/2, 1/2))
         0.130812
         >>> counts([1, 1], [2, 0], prior=0).value
@@ -176,7 +176,7 @@ def categorical(
         KLResult as from :func:`counts`, with ``method`` "categorical" and
         ``params["labels"]`` listing the categories in the order counted.
 
-    Example:
+    Examples:
         >>> categorical(["a", "a", "a", "b"], ["a", "b", "b", "a"], prior=0).value
         0.130812
     """

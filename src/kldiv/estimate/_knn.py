@@ -274,7 +274,7 @@ def knn(
         ValueError: on NaN/inf samples, mismatched dimensions, n < 2, k out of range, an
             unknown metric, or too few distinct points.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> x = rng.normal(0.0, 1.0, size=(20_000, 1))

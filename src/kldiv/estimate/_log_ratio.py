@@ -43,7 +43,7 @@ def log_ratio_terms(log_r: NDArray[np.float64], estimator: str) -> NDArray[np.fl
     Returns:
         Array of the same shape whose mean estimates KL(P‖Q) (biased for "k2").
 
-    Example:
+    Examples:
         >>> log_ratio_terms(np.array([0.0, np.log(2.0)]), "k3")
         array([0.        , 0.30685282])
     """
@@ -96,7 +96,7 @@ def log_ratio(log_p: ArrayLike, log_q: ArrayLike, *, estimator: str = "k3") -> K
     Raises:
         ValueError: on NaN, mismatched shapes, fewer than 2 samples or an unknown estimator.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).standard_normal(100_000)
         >>> log_p = -0.5 * x**2                     # N(0, 1), constants cancel

@@ -62,7 +62,7 @@ def permutation_test(
     Raises:
         ValueError: if n_permutations < 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from kldiv.estimate import binned, permutation_test
         >>> rng = np.random.default_rng(3)

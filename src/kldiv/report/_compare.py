@@ -60,10 +60,11 @@ def compare(
 ) -> Report:
     r"""Per-position KL(base‖test), reverse KL, JSD and top-1 agreement of two models' outputs.
 
-    .. math::
-        \mathrm{KL}_i = \sum_v p_i(v) \left(\log p_i(v) - \log q_i(v)\right)
+    $$
+    \mathrm{KL}_i = \sum_v p_i(v) \left(\log p_i(v) - \log q_i(v)\right)
+    $$
 
-    for each position :math:`i`, with :math:`p_i` from ``base`` and :math:`q_i` from ``test``,
+    for each position $i$, with $p_i$ from ``base`` and $q_i$ from ``test``,
     as in llama.cpp's ``--kl-divergence`` mode. Rows are read ``chunk_rows`` at a time, so a
     memory-mapped input larger than RAM streams through bounded memory. Logits in NumPy arrays
     or CPU tensors go through one fused kernel per chunk that computes every statistic (rows

@@ -2,13 +2,14 @@ r"""The compiled logits kernel of `compare`: every statistic in one pass per row
 
 ``kldiv._native.compare`` reads each row of both inputs as stored (float16, bfloat16 or
 float32), widens it on the fly and makes three passes over it while it sits in the core's
-cache: the maxima, :math:`e^{x - \max x}` with its sum, and the sums
+cache: the maxima, $e^{x - \max x}$ with its sum, and the sums
 
-.. math::
-    \mathrm{KL}(p\|q) = \sum_v p\,d, \qquad \mathrm{KL}(q\|p) = -\sum_v q\,d, \qquad
-    \mathrm{JSD} = \log 2 + \tfrac12 \sum_v p \log\tfrac{p}{p+q} + q \log\tfrac{q}{p+q},
+$$
+\mathrm{KL}(p\|q) = \sum_v p\,d, \qquad \mathrm{KL}(q\|p) = -\sum_v q\,d, \qquad
+\mathrm{JSD} = \log 2 + \tfrac12 \sum_v p \log\tfrac{p}{p+q} + q \log\tfrac{q}{p+q},
+$$
 
-with :math:`d = \log p - \log q`. It returns what `kldiv.report._fused.fused_logits` returns
+with $d = \log p - \log q$. It returns what `kldiv.report._fused.fused_logits` returns
 and flags the same rows (inf or NaN entries, results that are not finite) for the caller to
 recompute with the core's divergences. Where it is not built, or ``KLDIV_NATIVE=0``,
 `compare` takes the NumPy/PyTorch kernel instead.

@@ -5,12 +5,17 @@ masks and checks. For two chunks of logits that is a few dozen passes over the r
 kernel makes about a dozen cheap ones, a single ``exp`` per entry and a single ``log`` per pair,
 with the entries widened once to float32 (float64 stays float64):
 
-.. math::
-    \log p = a - \max a - \log \textstyle\sum e^{a - \max a}, \qquad d = \log p - \log q,
+$$
+\log p = a - \max a - \log \textstyle\sum e^{a - \max a}, \qquad d = \log p - \log q,
+$$
 
-    \mathrm{KL}(p\|q) = \sum_v p\,d, \qquad \mathrm{KL}(q\|p) = -\sum_v q\,d,
+$$
+\mathrm{KL}(p\|q) = \sum_v p\,d, \qquad \mathrm{KL}(q\|p) = -\sum_v q\,d,
+$$
 
-    \mathrm{JSD} = \log 2 + \tfrac12 \sum_v p \log\tfrac{p}{p+q} + q \log\tfrac{q}{p+q}.
+$$
+\mathrm{JSD} = \log 2 + \tfrac12 \sum_v p \log\tfrac{p}{p+q} + q \log\tfrac{q}{p+q}.
+$$
 
 Each sum is of small terms (d, or logarithms of ratios at most 1), so float32 loses nothing
 to cancellation against large log-probabilities. A -inf logit makes its row non-finite here
@@ -83,9 +88,10 @@ def fused_logits(
 ) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     r"""KL(a‖b), KL(b‖a), JSD, top-1 agreement and label log-probabilities of rows of logits.
 
-    .. math::
-        \mathrm{JSD} = \tfrac12 \mathrm{KL}(p\|m) + \tfrac12 \mathrm{KL}(q\|m),
-        \quad m = \tfrac12 (p + q)
+    $$
+    \mathrm{JSD} = \tfrac12 \mathrm{KL}(p\|m) + \tfrac12 \mathrm{KL}(q\|m),
+    \quad m = \tfrac12 (p + q)
+    $$
 
     Args:
         a: base logits, shape (rows, V), a NumPy array or CPU torch tensor of float16,

@@ -6,12 +6,14 @@ probabilities with one ``exp``; the divergence step then works on log-probabilit
 
 With ``g_q = ∂D/∂ log q`` and ``g_p = ∂D/∂ log p`` (log-probabilities as free variables),
 
-.. math::
-
+$$
+\begin{aligned}
     \text{forward } \mathrm{KL}(P\|Q):& \quad g_q = -p, \quad g_p = p(\log p - \log q + 1) \\
     \text{reverse } \mathrm{KL}(Q\|P):& \quad g_q = q(\log q - \log p + 1), \quad g_p = -q \\
     \text{JSD}_\beta:& \quad g_q = (1-\beta)\, q (\log q - \log m),
         \quad g_p = \beta\, p (\log p - \log m)
+\end{aligned}
+$$
 
 and each is carried to its input through the log-softmax Jacobian, ``(g - softmax · Σ g) / τ``,
 for logits, is kept as is for log-probabilities, and divided by ``p`` for probabilities.

@@ -4,10 +4,10 @@ An offline teacher (an inference server's top-k logprobs, say) gives, per positi
 token ids ``i_1..i_k`` and their log-probabilities. Both distributions are coarsened onto the
 k + 1 outcomes {i_1}, …, {i_k} and "every other token":
 
-.. math::
-
-    \tilde P = (p_{i_1}, \dots, p_{i_k}, 1 - \textstyle\sum_j p_{i_j}), \qquad
-    \tilde Q = (q_{i_1}, \dots, q_{i_k}, 1 - \textstyle\sum_j q_{i_j}),
+$$
+\tilde P = (p_{i_1}, \dots, p_{i_k}, 1 - \textstyle\sum_j p_{i_j}), \qquad
+\tilde Q = (q_{i_1}, \dots, q_{i_k}, 1 - \textstyle\sum_j q_{i_j}),
+$$
 
 and the loss is the divergence between P̃ and Q̃. By the data-processing inequality it is at
 most the divergence of the full distributions, with equality when both are proportional on the

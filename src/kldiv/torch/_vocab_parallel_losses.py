@@ -84,10 +84,10 @@ class _VocabParallelForward:
 class VocabParallelFusedLinearKLDivLoss(_VocabParallelForward, FusedLinearKLDivLoss):
     r"""`kldiv.torch.FusedLinearKLDivLoss` for an output layer sharded by vocabulary rows.
 
-    .. math::
-
-        \mathrm{KL}(P \,\|\, Q), \qquad
-        \log q = \mathrm{log\_softmax}\big((h W^\top + b) / \tau\big),
+    $$
+    \mathrm{KL}(P \,\|\, Q), \qquad
+    \log q = \mathrm{log\_softmax}\big((h W^\top + b) / \tau\big),
+    $$
 
     where each rank of ``group`` holds rows ``v0:v1`` of ``W`` and ``b`` (and of the teacher's
     layer), and the softmax runs over the full vocabulary through all-reduced row statistics.
@@ -104,7 +104,7 @@ class VocabParallelFusedLinearKLDivLoss(_VocabParallelForward, FusedLinearKLDivL
         chunk_size: tokens per block, the same on every rank; by default Liger-Kernel's rule
             with the largest shard (which costs one host synchronization).
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, torch.distributed as dist
         >>> from kldiv.torch import FusedLinearKLDivLoss
         >>> from kldiv.torch.distributed import VocabParallelFusedLinearKLDivLoss
@@ -146,10 +146,10 @@ class VocabParallelFusedLinearKLDivLoss(_VocabParallelForward, FusedLinearKLDivL
 class VocabParallelFusedLinearJSDLoss(_VocabParallelForward, FusedLinearJSDLoss):
     r"""`kldiv.torch.FusedLinearJSDLoss` for an output layer sharded by vocabulary rows.
 
-    .. math::
-
-        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
-            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
+    \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+        + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
 
     with β = 0 giving KL(T‖S) and β = 1 giving KL(S‖T); each rank of ``group`` holds its rows
     of the output layers. Values and gradients equal those of `kldiv.torch.FusedLinearJSDLoss`
@@ -163,7 +163,7 @@ class VocabParallelFusedLinearJSDLoss(_VocabParallelForward, FusedLinearJSDLoss)
         reduction: ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         chunk_size: tokens per block, the same on every rank.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, torch.distributed as dist
         >>> from kldiv.torch.distributed import VocabParallelFusedLinearJSDLoss
         >>> store = os.path.join(tempfile.mkdtemp(), "store")

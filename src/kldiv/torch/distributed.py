@@ -70,10 +70,10 @@ def vocab_parallel_kl_div(
     With Q the student (``input``) and P the teacher (``target``), each a softmax over the full
     vocabulary of ``V`` entries split across the ranks,
 
-    .. math::
-
-        \mathrm{KL}(P \,\|\, Q) = \sum_{v=1}^{V} p_v \,(\log p_v - \log q_v),
-        \qquad \log q_v = z_v / \tau - \log \sum_{u=1}^{V} e^{z_u / \tau},
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_{v=1}^{V} p_v \,(\log p_v - \log q_v),
+    \qquad \log q_v = z_v / \tau - \log \sum_{u=1}^{V} e^{z_u / \tau},
+    $$
 
     for ``direction="forward"`` (``"reverse"`` swaps P and Q). The row max and the sum of
     exponentials are all-reduced (the max without gradient, as in any log-softmax), so the value
@@ -108,7 +108,7 @@ def vocab_parallel_kl_div(
         A 0-d tensor, or one value per position for ``reduction="none"``, in the promoted dtype
         of the inputs; identical on every rank of ``group``.
 
-    Example:
+    Examples:
         A world of one process holds the whole vocabulary:
 
         >>> import os, tempfile, torch, torch.distributed as dist
@@ -154,9 +154,9 @@ def vocab_parallel_js_div(
 
     With S the student (``input``), T the teacher (``target``) and M = βT + (1−β)S,
 
-    .. math::
-
-        \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(T \,\|\, M) + (1-\beta)\,\mathrm{KL}(S \,\|\, M),
+    $$
+    \mathrm{JSD}_\beta = \beta\,\mathrm{KL}(T \,\|\, M) + (1-\beta)\,\mathrm{KL}(S \,\|\, M),
+    $$
 
     with the limits used by TRL's ``generalized_jsd_loss`` at the ends: β = 0 is KL(T‖S) and
     β = 1 is KL(S‖T). Values and gradients equal `kldiv.torch.JSDLoss` on the gathered vocabulary.
@@ -181,7 +181,7 @@ def vocab_parallel_js_div(
         A 0-d tensor, or one value per position for ``reduction="none"``; identical on every
         rank of ``group``.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, torch.distributed as dist
         >>> from kldiv.torch.distributed import vocab_parallel_js_div
         >>> store = os.path.join(tempfile.mkdtemp(), "store")
@@ -231,7 +231,7 @@ def global_num_items_in_batch(
         step with every position ignored then has loss 0, not NaN); no host synchronization
         happens.
 
-    Example:
+    Examples:
         >>> import os, tempfile, torch, torch.distributed as dist
         >>> from kldiv.torch.distributed import global_num_items_in_batch
         >>> store = os.path.join(tempfile.mkdtemp(), "store")

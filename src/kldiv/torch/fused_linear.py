@@ -242,10 +242,10 @@ class FusedLinearKLDivLoss(_FusedLinearLoss):
 
     With ``log q = log_softmax((hidden @ weightᵀ + bias) / τ)`` and P the teacher,
 
-    .. math::
-
-        \mathrm{KL}(P \,\|\, Q) = \sum_v p_v (\log p_v - \log q_v) \quad\text{(forward)},
-        \qquad \mathrm{KL}(Q \,\|\, P) \quad\text{(reverse)}.
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_v p_v (\log p_v - \log q_v) \quad\text{(forward)},
+    \qquad \mathrm{KL}(Q \,\|\, P) \quad\text{(reverse)}.
+    $$
 
     With ``teacher_topk`` the divergence is between the distributions coarsened onto the k
     top-k tokens and one tail bucket holding all other tokens: P̃ = (p_{i_1}, …, p_{i_k},
@@ -261,7 +261,7 @@ class FusedLinearKLDivLoss(_FusedLinearLoss):
         chunk_size: tokens per block; by default a block of logits is about the size of the
             hidden states, and at least 512 tokens.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import FusedLinearKLDivLoss
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
@@ -298,10 +298,10 @@ class FusedLinearKLDivLoss(_FusedLinearLoss):
 class FusedLinearJSDLoss(_FusedLinearLoss):
     r"""Generalized Jensen–Shannon loss (GKD) of the student's output layer, without the logits.
 
-    .. math::
-
-        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
-            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
+    \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+        + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
 
     with β = 0 giving KL(T‖S) and β = 1 giving KL(S‖T), as `kldiv.torch.JSDLoss`. With
     ``teacher_topk`` the same divergence is taken between the top-k-plus-tail coarsenings.
@@ -313,7 +313,7 @@ class FusedLinearJSDLoss(_FusedLinearLoss):
         reduction: ``"sum"``, ``"mean"``, ``"batchmean"`` or ``"token_mean"``.
         chunk_size: tokens per block.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import FusedLinearJSDLoss
         >>> hidden = torch.tensor([[1.0], [0.0]])

@@ -163,9 +163,9 @@ def kl_div(
 ) -> Tensor:
     r"""KL divergence between a target P and the input Q over the last axis; see `KLDivLoss`.
 
-    .. math::
-
-        \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
+    $$
 
     ``size_average``, ``reduce``, ``reduction`` and ``log_target`` may be passed by position,
     in the order of `torch.nn.functional.kl_div`; every kldiv option is keyword-only.
@@ -195,7 +195,7 @@ def kl_div(
     Returns:
         A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import kl_div
         >>> student = torch.tensor([[0.0, 1.0, 2.0]], requires_grad=True)
@@ -233,11 +233,11 @@ class KLDivLoss(torch.nn.Module):
 
     With ``input`` the model being trained (Q) and ``target`` the reference (P), as in torch,
 
-    .. math::
-
-        \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
-        \quad\text{(forward)}, \qquad
-        \mathrm{KL}(Q \,\|\, P) \quad\text{(reverse)},
+    $$
+    \mathrm{KL}(P \,\|\, Q) = \sum_v p_v \,(\log p_v - \log q_v)
+    \quad\text{(forward)}, \qquad
+    \mathrm{KL}(Q \,\|\, P) \quad\text{(reverse)},
+    $$
 
     with ``log q = log_softmax(input / τ)`` for logits and the input itself for log-probabilities
     (likewise for the target). Built with torch's arguments only, it returns torch's values and
@@ -274,7 +274,7 @@ class KLDivLoss(torch.nn.Module):
     Shape:
         ``input`` and ``target``: ``(..., vocab)``; ``labels`` and ``weight``: ``(...)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import KLDivLoss
         >>> loss = KLDivLoss(input_kind="logits", target_kind="probs")
@@ -395,10 +395,10 @@ def js_div(
 ) -> Tensor:
     r"""Generalized Jensen–Shannon loss of GKD between student and teacher logits; see `JSDLoss`.
 
-    .. math::
-
-        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
-            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S
+    $$
+    \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+        + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S
+    $$
 
     Args:
         student_logits: ``(..., vocab)`` floating tensor, the model being trained.
@@ -419,7 +419,7 @@ def js_div(
     Returns:
         A scalar of the inputs' promoted dtype, or per-position values for ``"none"``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import js_div
         >>> student = torch.tensor([[0.0, 30.0]])  # all mass on token 1
@@ -444,10 +444,10 @@ def js_div(
 class JSDLoss(torch.nn.Module):
     r"""The generalized Jensen–Shannon loss of on-policy distillation (GKD).
 
-    .. math::
-
-        \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
-            + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
+    \mathrm{JSD}_\beta(T \,\|\, S) = \beta\,\mathrm{KL}(T \,\|\, M)
+        + (1 - \beta)\,\mathrm{KL}(S \,\|\, M), \qquad M = \beta T + (1 - \beta) S,
+    $$
 
     with S = softmax(student_logits / τ) and T = softmax(teacher_logits / τ). As in TRL's
     ``GKDTrainer.generalized_jsd_loss``, β = 0 gives KL(T‖S) and β = 1 gives KL(S‖T).
@@ -479,7 +479,7 @@ class JSDLoss(torch.nn.Module):
     suggests ``"logits"``, and logits whose rows are probabilities warn. Later calls and the
     functional `js_div` check only shapes and dtypes.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import JSDLoss
         >>> student = torch.tensor([[0.0, 30.0], [1.0, 1.0]], requires_grad=True)

@@ -279,7 +279,7 @@ def kl_penalty(
         all later tokens, whose variance grows with the length. At real tokens, $\pm\infty$
         log-ratios are clamped; a NaN log-prob at a real token propagates.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from kldiv.torch import kl_penalty
         >>> logprobs = torch.tensor([[-0.5, -1.0, -2.0]], requires_grad=True)
