@@ -23,15 +23,38 @@
  * logit, or with every logit -inf, has a NaN divergence and an all-NaN gradient.
  *
  * The gradient is written here for the first time, by the thread that owns its rows, so the
- * page faults of a fresh buffer are taken by all threads at once; a large gradient is also
- * marked for transparent huge pages before that first touch (a hint the kernel may ignore),
- * which replaces 512 faults by one.
+ * page faults of a fresh buffer (one per 4 KiB: 128 000 for 4096 x 32000 float32) are taken by
+ * all threads at once.
+ *
+ * Transparent huge pages are not asked for unless KLDIV_HUGE_PAGES=1. The hint
+ * (madvise(MADV_HUGEPAGE) on the fresh gradient) replaces 512 faults by one, but where
+ * /sys/kernel/mm/transparent_hugepage/defrag is `madvise` (the Debian/Ubuntu default),
+ * `defer+madvise` or `always`, each huge-page fault in an advised range compacts memory
+ * synchronously when no free 2 MiB page is at hand, and on a machine with fragmented memory
+ * that stalls: on a 2-core Sapphire Rapids VM the kernel took 1259 ms against 363 ms without
+ * the hint, slower than the PyTorch path it replaces. Where it did not stall (AMD EPYC 7001
+ * VM, defrag `madvise`, 22 GiB free, no compaction) it did not pay either: 4096 x 32000
+ * float32, one thread, median system time per call 198 ms with 4 KiB faults and 355 ms with
+ * huge pages (the kernel zeroes a 2 MiB page on its fault all the same). A hint that can only
+ * lose where defrag compacts, and was not measured to win where it does not, stays opt-in.
+ *
+ * Subnormal floats: exp flushes below e^-86, so e = exp(a - max a) is 0 or normal, but the
+ * normalized q = e / sum e of a row whose logits spread over more than 86 - log(vocab)
+ * (about 76 at vocab 32000) can be subnormal, and so can differences and products of such
+ * q and p. An Intel core takes a microcode assist (about 100 cycles) for each subnormal
+ * result; AMD cores mostly do not. The float32 sweeps therefore run with flush-to-zero set
+ * (x86-64: MXCSR.FTZ, restored before the row's result is narrowed or the call returns):
+ * a result below 1.2e-38 becomes 0, a change below the float32 resolution of every row
+ * sum. Subnormal inputs are still read as they are (no denormals-are-zero).
  */
 #include "common.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 
 #define LANES 16
 #define RUN 512 /* elements per float partial sum before it is added in double */
@@ -351,6 +374,25 @@ static float divergence_row(const struct logits_job *job, const float *x, const 
     return (float)divergence;
 }
 
+/* Turn on flush-to-zero for subnormal results; returns the state to restore. */
+KLDIV_INLINE unsigned int flush_subnormals_begin(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    unsigned int state = _mm_getcsr();
+    _mm_setcsr(state | _MM_FLUSH_ZERO_ON);
+    return state;
+#else
+    return 0u;
+#endif
+}
+
+KLDIV_INLINE void flush_subnormals_end(unsigned int state) {
+#if defined(__x86_64__) || defined(_M_X64)
+    _mm_setcsr(state);
+#else
+    (void)state;
+#endif
+}
+
 static void logits_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
     struct logits_job *job = (struct logits_job *)context;
     Py_ssize_t n = job->vocab, item = kl_dtype_size(job->dtype);
@@ -371,14 +413,18 @@ static void logits_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
         }
         const char *input = job->input + r * n * item, *target = job->target + r * n * item;
         float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
+        unsigned int floating_state = flush_subnormals_begin();
         if (!wide) {
             job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
                                          (float *)grad, ep, factor);
+            flush_subnormals_end(floating_state);
         } else {
             float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
             kl_widen(x, input, n, job->dtype);
             kl_widen(t, target, n, job->dtype);
             job->out[r] = divergence_row(job, x, t, eq, ep, factor);
+            /* float16 keeps gradients below 6e-5 as subnormals: narrowed without the flush. */
+            flush_subnormals_end(floating_state);
             narrow_row(grad, eq, n, job->dtype);
         }
     }
@@ -435,6 +481,9 @@ static PyObject *logits_divergence(PyObject *self, PyObject *args) {
         .inv_temperature = (float)inv_temperature,
         .beta = divergence == JSD ? beta : 0.0,
     };
+    /* The caller's flag says the buffer is fresh (the hint is void after the first touch). */
+    const char *huge_pages_setting = getenv("KLDIV_HUGE_PAGES");
+    huge_pages = huge_pages && huge_pages_setting != NULL && strcmp(huge_pages_setting, "1") == 0;
     Py_BEGIN_ALLOW_THREADS
     if (huge_pages) advise_huge_pages((char *)grad, rows * vocab * kl_dtype_size(dtype));
     kl_parallel_for(threads, rows, logits_range, &job);
@@ -452,7 +501,9 @@ static PyMethodDef methods[] = {
      "beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, 0 < beta < 1 (beta\n"
      "is ignored otherwise); its gradient with respect to input, times scale[row] / tau, into\n"
      "grad. Arguments are data pointers of contiguous buffers (mask: bool, scale: float32; 0\n"
-     "for none); dtype 0, 1, 2 is float32, float16, bfloat16 for input, target and grad alike."},
+     "for none); dtype 0, 1, 2 is float32, float16, bfloat16 for input, target and grad alike.\n"
+     "huge_pages: grad is a fresh buffer; it is marked for transparent huge pages only when\n"
+     "the environment variable KLDIV_HUGE_PAGES is 1."},
     {NULL, NULL, 0, NULL},
 };
 
