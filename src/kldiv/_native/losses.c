@@ -34,9 +34,10 @@
  * that stalls: on a 2-core Sapphire Rapids VM the kernel took 1259 ms against 363 ms without
  * the hint, slower than the PyTorch path it replaces. Where it did not stall (AMD EPYC 7001
  * VM, defrag `madvise`, 22 GiB free, no compaction) it did not pay either: 4096 x 32000
- * float32, one thread, median system time per call 198 ms with 4 KiB faults and 355 ms with
- * huge pages (the kernel zeroes a 2 MiB page on its fault all the same). A hint that can only
- * lose where defrag compacts, and was not measured to win where it does not, stays opt-in.
+ * float32, one thread, median system time per call 230 ms with 4 KiB faults and 806 ms with
+ * huge pages faulted in by this kernel (250 huge-page faults, no compaction stall), although
+ * a plain fill of an advised buffer took 69 ms there. A hint that loses where defrag compacts,
+ * and was not measured to win in this kernel where it does not, stays opt-in.
  *
  * Subnormal floats: exp flushes below e^-86, so e = exp(a - max a) is 0 or normal, but the
  * normalized q = e / sum e of a row whose logits spread over more than 86 - log(vocab)
