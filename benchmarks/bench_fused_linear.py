@@ -19,6 +19,7 @@ import argparse
 import json
 import resource
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,18 +84,20 @@ def child_arguments(case: str, args: argparse.Namespace) -> list[str]:
 def child(case: str, args: argparse.Namespace) -> None:
     step(case, make_inputs(8, 16, 32))  # load kernels first
     inputs = make_inputs(args.rows, args.hidden, args.vocab)
-    if args.timing:
-        print(timing_json(median([step(case, inputs) for _ in range(args.repeats)])))
-        return
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step(case, inputs)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
+    result: dict[str, Any] = {"extra_peak_bytes": (after - before) * 1024}
+    if args.timing:
+        result["timing"] = timing_json(median([step(case, inputs) for _ in range(args.repeats)]))
+    print(json.dumps(result))
 
 
-def peak_in_child(case: str, args: argparse.Namespace, env: dict[str, str] | None = None) -> int:
-    """Run one case in this script's own subprocess and return its extra peak bytes."""
-    return int(json.loads(run_child(child_arguments(case, args), env=env))["extra_peak_bytes"])
+def in_child(case: str, args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """Run one case in this script's own subprocess: its extra peak bytes, and with
+    ``timing=True`` also the median timing of ``--repeats`` further steps."""
+    arguments = child_arguments(case, args) + (["--timing"] if options.get("timing") else [])
+    return dict(json.loads(run_child(arguments, env=options.get("env"))))
 
 
 def main() -> None:
@@ -118,16 +121,16 @@ def main() -> None:
     print_header(["losses"])
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
     off = "kldiv KLDIV_NATIVE=0"
-    peaks = {case: peak_in_child(case, args) for case in CASES}
-    peaks[off] = peak_in_child("kldiv", args, native_off())
-    off_timing = run_child([*child_arguments("kldiv", args), "--timing"], env=native_off())
+    peaks = {case: in_child(case, args)["extra_peak_bytes"] for case in CASES}
+    fallback = in_child("kldiv", args, env=native_off(), timing=True)  # KLDIV_NATIVE=0
+    peaks[off] = fallback["extra_peak_bytes"]
     inputs = make_inputs(args.rows, args.hidden, args.vocab)
     runs: dict[str, list[Timing]] = {case: [] for case in CASES}
     for _ in range(args.repeats):
         for case in CASES:
             runs[case].append(step(case, inputs))
     timings = {case: median(runs[case]) for case in CASES}
-    timings[off] = timing_from_json(off_timing)
+    timings[off] = timing_from_json(fallback["timing"])
     print(
         f"fused linear KL, forward + backward, N={args.rows} H={args.hidden} V={args.vocab} "
         f"float32, torch threads: {torch.get_num_threads()}, repeats: {args.repeats} (medians)"

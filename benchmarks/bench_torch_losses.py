@@ -25,6 +25,7 @@ import json
 import math
 import resource
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -95,25 +96,25 @@ def child_arguments(case: str, setup: argparse.Namespace) -> list[str]:
     return arguments + (["--threads", str(setup.threads)] if setup.threads else [])
 
 
-def peak_in_child(case: str, setup: argparse.Namespace, env: dict[str, str] | None = None) -> int:
-    """Run one case in this script's own subprocess and return its extra peak bytes."""
-    return int(json.loads(run_child(child_arguments(case, setup), env=env))["extra_peak_bytes"])
+def in_child(case: str, setup: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """Run one case in this script's own subprocess: its extra peak bytes, and with
+    ``timing=True`` also the median timing of ``--repeats`` further steps."""
+    arguments = child_arguments(case, setup) + (["--timing"] if options.get("timing") else [])
+    return dict(json.loads(run_child(arguments, env=options.get("env"))))
 
 
 def child(case: str, setup: argparse.Namespace) -> None:
     small_student, small_teacher = make_inputs(4, 64)
     step(case, small_student, small_teacher, setup)  # load kernels and allocator state first
     student, teacher = make_inputs(setup.rows, setup.vocab)
-    if setup.timing:
-        step(case, student, teacher, setup)
-        print(
-            timing_json(median([step(case, student, teacher, setup) for _ in range(setup.repeats)]))
-        )
-        return
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step(case, student, teacher, setup)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
+    result: dict[str, Any] = {"extra_peak_bytes": (after - before) * 1024}
+    if setup.timing:
+        timings = [step(case, student, teacher, setup) for _ in range(setup.repeats)]
+        result["timing"] = timing_json(median(timings))
+    print(json.dumps(result))
 
 
 def main() -> None:
@@ -139,13 +140,10 @@ def main() -> None:
     print_header(["losses"])
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
     off = "kldiv KLDIV_NATIVE=0"
-    peaks = {case: peak_in_child(case, args) for case in CASES}
-    peaks[off] = peak_in_child("kldiv", args, native_off())
-    timings = {
-        off: timing_from_json(
-            run_child([*child_arguments("kldiv", args), "--timing"], env=native_off())
-        )
-    }
+    peaks = {case: in_child(case, args)["extra_peak_bytes"] for case in CASES}
+    fallback = in_child("kldiv", args, env=native_off(), timing=True)  # KLDIV_NATIVE=0
+    peaks[off] = fallback["extra_peak_bytes"]
+    timings = {off: timing_from_json(fallback["timing"])}
     student, teacher = make_inputs(args.rows, args.vocab)
     runs: dict[str, list[Timing]] = {case: [] for case in CASES}
     for case in CASES:
