@@ -104,7 +104,8 @@ struct logits_job {
     int divergence;
     float inv_temperature;
     double beta; /* JSD: the teacher's weight in the mixture, in (0, 1); 0 otherwise */
-    int failed; /* set when a thread could not allocate its scratch rows */
+    Py_ssize_t rows, batch;
+    Py_ssize_t next; /* the first row no thread has claimed (atomic) */
 };
 
 /* Maxima of a and b over a row, ignoring NaN (a NaN reaches the sums through exp). */
@@ -394,39 +395,48 @@ KLDIV_INLINE void flush_subnormals_end(unsigned int state) {
 #endif
 }
 
-static void logits_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
+/* Threads claim rows a batch at a time rather than one contiguous share each, so that a core
+ * shared with another process does fewer rows instead of holding up the call: with two threads
+ * and another process on one of the two cores, equal shares make the call wait for the thread
+ * that gets half a core. */
+static void logits_worker(void *context, Py_ssize_t worker_begin, Py_ssize_t worker_end) {
+    (void)worker_begin;
+    (void)worker_end;
     struct logits_job *job = (struct logits_job *)context;
     Py_ssize_t n = job->vocab, item = kl_dtype_size(job->dtype);
     int wide = job->dtype != KL_FLOAT32;
     /* ep, and for half-precision inputs the widened rows and the float gradient row. */
     float *scratch = (float *)malloc((size_t)n * sizeof(float) * (wide ? 4 : 1));
-    if (scratch == NULL) {
-        job->failed = 1;
-        return;
-    }
+    if (scratch == NULL) return; /* the other threads take its rows; if none can, the caller
+                                    sees rows left unclaimed */
     float *ep = scratch;
-    for (Py_ssize_t r = begin; r < end; ++r) {
-        char *grad = job->grad + r * n * item;
-        if (job->mask != NULL && !job->mask[r]) {
-            memset(grad, 0, (size_t)(n * item));
-            job->out[r] = 0.0f;
-            continue;
-        }
-        const char *input = job->input + r * n * item, *target = job->target + r * n * item;
-        float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
-        unsigned int floating_state = flush_subnormals_begin();
-        if (!wide) {
-            job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
-                                         (float *)grad, ep, factor);
-            flush_subnormals_end(floating_state);
-        } else {
-            float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
-            kl_widen(x, input, n, job->dtype);
-            kl_widen(t, target, n, job->dtype);
-            job->out[r] = divergence_row(job, x, t, eq, ep, factor);
-            /* float16 keeps gradients below 6e-5 as subnormals: narrowed without the flush. */
-            flush_subnormals_end(floating_state);
-            narrow_row(grad, eq, n, job->dtype);
+    for (;;) {
+        Py_ssize_t begin = __atomic_fetch_add(&job->next, job->batch, __ATOMIC_RELAXED);
+        if (begin >= job->rows) break;
+        Py_ssize_t end = begin + job->batch < job->rows ? begin + job->batch : job->rows;
+        for (Py_ssize_t r = begin; r < end; ++r) {
+            char *grad = job->grad + r * n * item;
+            if (job->mask != NULL && !job->mask[r]) {
+                memset(grad, 0, (size_t)(n * item));
+                job->out[r] = 0.0f;
+                continue;
+            }
+            const char *input = job->input + r * n * item, *target = job->target + r * n * item;
+            float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
+            unsigned int floating_state = flush_subnormals_begin();
+            if (!wide) {
+                job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
+                                             (float *)grad, ep, factor);
+                flush_subnormals_end(floating_state);
+            } else {
+                float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
+                kl_widen(x, input, n, job->dtype);
+                kl_widen(t, target, n, job->dtype);
+                job->out[r] = divergence_row(job, x, t, eq, ep, factor);
+                /* float16 keeps gradients below 6e-5 as subnormals: narrowed without the flush. */
+                flush_subnormals_end(floating_state);
+                narrow_row(grad, eq, n, job->dtype);
+            }
         }
     }
     free(scratch);
@@ -481,15 +491,23 @@ static PyObject *logits_divergence(PyObject *self, PyObject *args) {
         .divergence = divergence,
         .inv_temperature = (float)inv_temperature,
         .beta = divergence == JSD ? beta : 0.0,
+        .rows = rows,
+        .next = 0,
     };
+    /* About eight claims per thread, at most 64 rows (a few ms at vocab 32000) each. */
+    if (threads < 1) threads = 1;
+    job.batch = rows / ((Py_ssize_t)threads * 8);
+    job.batch = job.batch < 1 ? 1 : (job.batch > 64 ? 64 : job.batch);
+    Py_ssize_t batches = (rows + job.batch - 1) / job.batch;
+    int workers = threads < batches ? threads : (int)batches;
     /* The caller's flag says the buffer is fresh (the hint is void after the first touch). */
     const char *huge_pages_setting = getenv("KLDIV_HUGE_PAGES");
     huge_pages = huge_pages && huge_pages_setting != NULL && strcmp(huge_pages_setting, "1") == 0;
     Py_BEGIN_ALLOW_THREADS
     if (huge_pages) advise_huge_pages((char *)grad, rows * vocab * kl_dtype_size(dtype));
-    kl_parallel_for(threads, rows, logits_range, &job);
+    if (workers > 0) kl_parallel_for(workers, workers, logits_worker, &job);
     Py_END_ALLOW_THREADS
-    if (job.failed) return PyErr_NoMemory();
+    if (job.next < rows) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
