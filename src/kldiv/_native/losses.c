@@ -53,9 +53,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-#if defined(__x86_64__) || defined(_M_X64)
-#include <xmmintrin.h>
-#endif
 
 #define LANES 16
 #define RUN 512 /* elements per float partial sum before it is added in double */
@@ -374,25 +371,6 @@ static float divergence_row(const struct logits_job *job, const float *x, const 
     divergence = total + job->beta * sum_p_terms;
     row_softmax_gradient(eq, ep, n, (float)weight, (float)total, factor);
     return (float)divergence;
-}
-
-/* Turn on flush-to-zero for subnormal results; returns the state to restore. */
-KLDIV_INLINE unsigned int flush_subnormals_begin(void) {
-#if defined(__x86_64__) || defined(_M_X64)
-    unsigned int state = _mm_getcsr();
-    _mm_setcsr(state | _MM_FLUSH_ZERO_ON);
-    return state;
-#else
-    return 0u;
-#endif
-}
-
-KLDIV_INLINE void flush_subnormals_end(unsigned int state) {
-#if defined(__x86_64__) || defined(_M_X64)
-    _mm_setcsr(state);
-#else
-    (void)state;
-#endif
 }
 
 /* Threads claim rows a batch at a time rather than one contiguous share each, so that a core
