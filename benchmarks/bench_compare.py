@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _machine import print_footer, print_header
+
 OUT = Path(__file__).parent / "_out"
 CHUNK = 32
 
@@ -169,6 +171,7 @@ def main() -> None:
 
     base, test = make_inputs(args.rows, args.vocab)
     file_bytes = base.stat().st_size
+    print_header(["compare"])
     print(f"inputs: 2 × ({args.rows:,} × {args.vocab:,}) float16, {file_bytes / 1e9:.2f} GB each")
     plan = {
         "read": args.rows,
@@ -198,6 +201,8 @@ def main() -> None:
     if args.delete:
         base.unlink()
         test.unlink()
+
+    print_footer()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from _machine import print_footer, print_header
+
 CASES = ("numpy-loop", "dask-distributed", "dask-threads")
 BASELINE = "numpy-loop"
 BLOCK_ROWS = 131  # kldiv.dask's default for a 32_000-entry vocabulary
@@ -178,6 +180,7 @@ def main() -> None:
 
     teacher, student = make_files(args.data_dir, args.rows, args.vocab)
     gigabytes = (teacher.stat().st_size + student.stat().st_size) / 1e9
+    print_header(["compare"])
     print(f"inputs: 2 × ({args.rows} × {args.vocab}) float16 = {gigabytes:.1f} GB on disk")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CASES}
     try:
@@ -211,6 +214,8 @@ def main() -> None:
             f"{name:17s} {seconds:8.1f} {gigabytes / seconds:6.2f} {base / seconds:8.2f}x "
             f"{peak:9.0f}"
         )
+
+    print_footer()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
 """FusedLinearKLDivLoss against plain torch (logits, log_softmax x2, F.kl_div, backward), CPU.
 
 The student has hidden states (N, H) and an output layer (V, H) that both get gradients; the
-teacher (same sizes) is frozen. Times are medians of interleaved repetitions in this process;
-each case's extra peak memory (above its inputs) is measured in a fresh subprocess as the growth
-of the maximum resident set size across one forward + backward.
+teacher (same sizes) is frozen. ``torch`` and ``kldiv`` are timed as interleaved repetitions in
+this process, ``kldiv KLDIV_NATIVE=0`` (the blocks through torch instead of the compiled kernel)
+in a fresh subprocess; each line gives medians of wall time, user and system CPU time and minor
+page faults. Each case's extra peak memory (above its inputs) is measured in a fresh subprocess
+as the growth of the maximum resident set size across one forward + backward. The machine (CPU,
+THP settings, load, versions) is printed first.
 
     python benchmarks/bench_fused_linear.py --rows 8192
     python benchmarks/bench_fused_linear.py --rows 1024
     python benchmarks/bench_fused_linear.py --direction reverse   # KL(Q||P), as in RL penalties
+    python benchmarks/bench_fused_linear.py --smoke
 """
 
 from __future__ import annotations
@@ -15,15 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from _machine import (
+    Timing,
+    format_timing,
+    median,
+    native_off,
+    print_footer,
+    print_header,
+    run_child,
+    timed,
+    timing_from_json,
+    timing_json,
+)
 from kldiv.torch import FusedLinearKLDivLoss
 
 Inputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -58,29 +71,37 @@ def fused(inputs: Inputs, direction: str) -> torch.Tensor:
 CASES: dict[str, Callable[..., torch.Tensor]] = {"torch": baseline, "kldiv": fused}
 
 
-def step(case: str, inputs: Inputs, direction: str) -> float:
+def step(case: str, inputs: Inputs, direction: str) -> Timing:
     inputs[0].grad = inputs[1].grad = None
-    start = time.perf_counter()
-    CASES[case](inputs, direction).backward()
-    return time.perf_counter() - start
+    return timed(lambda: CASES[case](inputs, direction).backward())
 
 
-def child(case: str, rows: int, hidden: int, vocab: int, direction: str) -> None:
-    step(case, make_inputs(8, 16, 32), direction)  # load kernels first
-    inputs = make_inputs(rows, hidden, vocab)
+def child_arguments(case: str, args: argparse.Namespace) -> list[str]:
+    sizes = ["--rows", str(args.rows), "--hidden", str(args.hidden), "--vocab", str(args.vocab)]
+    threads = ["--threads", str(args.threads)] if args.threads else []
+    options = ["--repeats", str(args.repeats), "--direction", args.direction, *threads]
+    return [__file__, "--case", case, *sizes, *options]
+
+
+def child(case: str, args: argparse.Namespace) -> None:
+    step(case, make_inputs(8, 16, 32), args.direction)  # load kernels first
+    inputs = make_inputs(args.rows, args.hidden, args.vocab)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(case, inputs, direction)
+    step(case, inputs, args.direction)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
+    result: dict[str, Any] = {"extra_peak_bytes": (after - before) * 1024}
+    if args.timing:
+        result["timing"] = timing_json(
+            median([step(case, inputs, args.direction) for _ in range(args.repeats)])
+        )
+    print(json.dumps(result))
 
 
-def peak_in_child(case: str, rows: int, hidden: int, vocab: int, direction: str) -> int:
-    """Run one case in this script's own subprocess and return its extra peak bytes."""
-    sizes = ["--rows", str(rows), "--hidden", str(hidden), "--vocab", str(vocab)]
-    sizes += ["--direction", direction]
-    command = [sys.executable, __file__, "--case", case, *sizes]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
-    return int(json.loads(result.stdout)["extra_peak_bytes"])
+def in_child(case: str, args: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """Run one case in this script's own subprocess: its extra peak bytes, and with
+    ``timing=True`` also the median timing of ``--repeats`` further steps."""
+    arguments = child_arguments(case, args) + (["--timing"] if options.get("timing") else [])
+    return dict(json.loads(run_child(arguments, env=options.get("env"))))
 
 
 def main() -> None:
@@ -90,33 +111,42 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--direction", choices=["forward", "reverse"], default="forward")
-    parser.add_argument("--case", choices=sorted(CASES))
+    parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--smoke", action="store_true", help="N=64 H=32 V=500, one repetition")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.hidden, args.vocab, args.repeats = 64, 32, 500, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.case:
-        child(args.case, args.rows, args.hidden, args.vocab, args.direction)
+        child(args.case, args)
         return
+    print_header(["losses"])
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
-    sizes = (args.rows, args.hidden, args.vocab, args.direction)
-    peaks = {case: peak_in_child(case, *sizes) for case in CASES}
+    off = "kldiv KLDIV_NATIVE=0"
+    peaks = {case: in_child(case, args)["extra_peak_bytes"] for case in CASES}
+    fallback = in_child("kldiv", args, env=native_off(), timing=True)  # KLDIV_NATIVE=0
+    peaks[off] = fallback["extra_peak_bytes"]
     inputs = make_inputs(args.rows, args.hidden, args.vocab)
-    times: dict[str, list[float]] = {case: [] for case in CASES}
+    runs: dict[str, list[Timing]] = {case: [] for case in CASES}
     for _ in range(args.repeats):
         for case in CASES:
-            times[case].append(step(case, inputs, args.direction))
+            runs[case].append(step(case, inputs, args.direction))
+    timings = {case: median(runs[case]) for case in CASES}
+    timings[off] = timing_from_json(fallback["timing"])
     print(
         f"fused linear KL ({args.direction}), forward + backward, N={args.rows} H={args.hidden} V={args.vocab} "
-        f"float32, torch threads: {torch.get_num_threads()}, repeats: {args.repeats}"
+        f"float32, torch threads: {torch.get_num_threads()}, repeats: {args.repeats} (medians)"
     )
-    base_time, base_peak = statistics.median(times["torch"]), peaks["torch"]
-    for case in CASES:
-        median = statistics.median(times[case])
+    base_peak = peaks["torch"]
+    for case, timing in timings.items():
         print(
-            f"{case:>6}: {median:7.2f} s ({median / base_time:4.2f}x torch's time), extra peak "
-            f"{peaks[case] / 2**20:7.0f} MiB ({peaks[case] / base_peak:5.1%} of torch's)"
+            f"{case:>20}: {format_timing(timing, timings['torch'])}  extra peak "
+            f"{peaks[case] / 2**20:6.0f} MiB ({peaks[case] / base_peak:5.1%} of torch's)"
         )
+    print_footer()
 
 
 if __name__ == "__main__":

@@ -3,23 +3,27 @@
 Prints, in one run: the median wall time of each case, the speed-up of kldiv over the
 baseline, the relative difference of the two values, and each case's peak resident memory,
 measured in a fresh subprocess (``--case NAME``) so that the cases do not share a heap.
+``kldiv_no_native`` (the cKDTree path) is timed in a fresh subprocess with ``KLDIV_NATIVE=0``.
+The machine (CPU, THP settings, load, versions) is printed first.
 
     python benchmarks/bench_knn.py                      # n = m = 100_000, d = 5, k = 1
     python benchmarks/bench_knn.py --n 20000 --repeats 5
+    python benchmarks/bench_knn.py --smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+from _machine import native_off, print_footer, print_header, run_child
 
 CASES = ("data_only", "kldiv", "kldiv_adaptive", "kldiv_no_native", "universal_divergence")
 
@@ -39,20 +43,12 @@ def runner(case: str, x: np.ndarray, y: np.ndarray, k: int) -> Callable[[], floa
 
         return lambda: float(knn(x, y, k=k, adaptive=case == "kldiv_adaptive"))
     if case == "kldiv_no_native":
+        # Run in a fresh subprocess whose environment has KLDIV_NATIVE=0 (the cKDTree path).
+        if os.environ.get("KLDIV_NATIVE") != "0":
+            raise RuntimeError("kldiv_no_native runs only with KLDIV_NATIVE=0 set")
         from kldiv.estimate import knn
 
-        def without_compiled_kernels() -> float:
-            setting = os.environ.get("KLDIV_NATIVE")
-            os.environ["KLDIV_NATIVE"] = "0"  # read at every call: the cKDTree path
-            try:
-                return float(knn(x, y, k=k))
-            finally:
-                if setting is None:
-                    del os.environ["KLDIV_NATIVE"]
-                else:
-                    os.environ["KLDIV_NATIVE"] = setting
-
-        return without_compiled_kernels
+        return lambda: float(knn(x, y, k=k))
     if case == "universal_divergence":
         from universal_divergence import estimate
 
@@ -85,12 +81,19 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def child_arguments(case: str, args: argparse.Namespace) -> list[str]:
+    sizes = ["--n", str(args.n), "--d", str(args.d), "--k", str(args.k)]
+    return [__file__, "--case", case, *sizes, "--repeats", str(args.repeats)]
+
+
+def child_env(case: str) -> dict[str, str] | None:
+    return native_off() if case == "kldiv_no_native" else None
+
+
 def peak_memory_mib(case: str, args: argparse.Namespace) -> float:
     """Peak RSS of one run of ``case`` in a fresh interpreter, as the child reports it."""
-    command = [sys.executable, __file__, "--case", case]
-    command += ["--n", str(args.n), "--d", str(args.d), "--k", str(args.k)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return float(output.strip().splitlines()[-1]) / 1024  # Linux reports KiB
+    output = run_child(child_arguments(case, args), env=child_env(case))
+    return float(output) / 1024  # Linux reports KiB
 
 
 def main() -> None:
@@ -102,18 +105,23 @@ def main() -> None:
         "--repeats", type=int, default=5, help="timed kldiv runs per measurement (median)"
     )
     parser.add_argument("--baseline-repeats", type=int, default=3, help="paired baseline runs")
-    parser.add_argument("--case", choices=CASES, help="run one case once (used for memory)")
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="n = 2000, one repetition")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.repeats, args.baseline_repeats = 2000, 1, 1
     x, y = make_data(args.n, args.d)
     if args.case:
-        runner(args.case, x, y, args.k)()
-        print(peak_rss_kib())
+        if args.timing:
+            seconds, value = timed(runner(args.case, x, y, args.k), args.repeats)
+            print(json.dumps({"seconds": seconds, "value": value}))
+        else:
+            runner(args.case, x, y, args.k)()
+            print(peak_rss_kib())
         return
-    from kldiv._native import load
-
-    compiled = "loaded" if load("knn") is not None else "not built or off: the cKDTree path"
+    print_header(["knn"])
     print(f"n = m = {args.n}, d = {args.d}, k = {args.k}; true KL = 0.125 nats")
-    print(f"compiled k-NN kernel: {compiled}")
     ours, baseline = runner("kldiv", x, y, args.k), runner("universal_divergence", x, y, args.k)
     # Each baseline run is paired with kldiv runs just before it, so that both see the same
     # machine load; the speed-up is the median of the paired ratios.
@@ -125,12 +133,16 @@ def main() -> None:
         baseline_times.append(baseline_time)
         ratios.append(baseline_time / ours_time)
     adaptive_time, adaptive_value = timed(runner("kldiv_adaptive", x, y, args.k), args.repeats)
-    fallback_time, fallback_value = timed(runner("kldiv_no_native", x, y, args.k), args.repeats)
+    # In a fresh subprocess with KLDIV_NATIVE=0.
+    fallback = json.loads(
+        run_child([*child_arguments("kldiv_no_native", args), "--timing"], env=native_off())
+    )
+    fallback_time, fallback_value = fallback["seconds"], fallback["value"]
     print(f"{'kldiv':>22}: median {statistics.median(ours_times):8.3f} s, value {ours_value:.12f}")
     print(f"{'kldiv_adaptive':>22}: median {adaptive_time:8.3f} s, value {adaptive_value:.12f}")
     print(
         f"{'kldiv_no_native':>22}: median {fallback_time:8.3f} s, value {fallback_value:.12f} "
-        "(compiled kernels off: the cKDTree path)"
+        "(KLDIV_NATIVE=0 in a fresh subprocess: the cKDTree path)"
     )
     print(
         f"{'universal_divergence':>22}: median {statistics.median(baseline_times):8.3f} s, value {baseline_value:.12f}"
@@ -147,6 +159,7 @@ def main() -> None:
     for case in CASES[1:]:
         peak = peak_memory_mib(case, args)
         print(f"{case:>22}: peak RSS {peak:8.1f} MiB, {peak - base:+8.1f} MiB over data_only")
+    print_footer()
 
 
 if __name__ == "__main__":

@@ -2,14 +2,20 @@
 
 Baseline: ``log_softmax`` of both sides + ``F.kl_div(log_target=True, reduction="batchmean")``
 (its arguments swapped for the reverse KL) + backward; for the JSD, TRL's formula (the mixture's
-log by ``logsumexp``, two ``F.kl_div``). Times are medians of interleaved repetitions in this
-process; the extra peak memory of each case (above the inputs) is measured in a fresh
-subprocess, as the growth of its maximum resident set size across one forward + backward.
+log by ``logsumexp``, two ``F.kl_div``). Three cases in one run: ``torch`` (the baseline),
+``kldiv`` (the compiled kernel where it applies) and ``kldiv KLDIV_NATIVE=0`` (kldiv's torch
+path, timed in a fresh subprocess with the kernels off). ``torch`` and ``kldiv`` are timed as
+interleaved repetitions in this process; every line gives the median wall time, its speed-up
+over ``torch``, the median user and system CPU time and minor page faults of one step (system
+time is mostly the first touch of fresh N x V buffers), and the extra peak memory (above the
+inputs) measured in a fresh subprocess as the growth of its maximum resident set size across
+one forward + backward. The machine (CPU, THP settings, load, versions) is printed first.
 
     python benchmarks/bench_torch_losses.py                   # KL(P||Q), 4096 x 32000 float32
+    python benchmarks/bench_torch_losses.py --threads 1
     python benchmarks/bench_torch_losses.py --direction reverse
     python benchmarks/bench_torch_losses.py --loss jsd --beta 0.5
-    python benchmarks/bench_torch_losses.py --rows 512 --vocab 4000 --repeats 3
+    python benchmarks/bench_torch_losses.py --smoke           # 64 x 1000, one repetition
 """
 
 from __future__ import annotations
@@ -18,15 +24,24 @@ import argparse
 import json
 import math
 import resource
-import statistics
-import subprocess
-import sys
-import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from _machine import (
+    Timing,
+    format_timing,
+    median,
+    native_off,
+    print_footer,
+    print_header,
+    run_child,
+    timed,
+    timing_from_json,
+    timing_json,
+)
 from kldiv.torch import JSDLoss, KLDivLoss
 
 
@@ -69,20 +84,23 @@ CASES: dict[str, Callable[[torch.Tensor, torch.Tensor, argparse.Namespace], torc
 
 def step(
     case: str, student: torch.Tensor, teacher: torch.Tensor, setup: argparse.Namespace
-) -> float:
+) -> Timing:
     student.grad = None
-    start = time.perf_counter()
-    CASES[case](student, teacher, setup).backward()
-    return time.perf_counter() - start
+    return timed(lambda: CASES[case](student, teacher, setup).backward())
 
 
-def peak_in_child(case: str, setup: argparse.Namespace) -> int:
-    """Run one case in this script's own subprocess and return its extra peak bytes."""
-    command = [sys.executable, __file__, "--case", case, "--rows", str(setup.rows)]
-    command += ["--vocab", str(setup.vocab), "--loss", setup.loss]
-    command += ["--direction", setup.direction, "--beta", str(setup.beta)]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
-    return int(json.loads(result.stdout)["extra_peak_bytes"])
+def child_arguments(case: str, setup: argparse.Namespace) -> list[str]:
+    arguments = [__file__, "--case", case, "--rows", str(setup.rows), "--vocab", str(setup.vocab)]
+    arguments += ["--loss", setup.loss, "--direction", setup.direction, "--beta", str(setup.beta)]
+    arguments += ["--repeats", str(setup.repeats)]
+    return arguments + (["--threads", str(setup.threads)] if setup.threads else [])
+
+
+def in_child(case: str, setup: argparse.Namespace, **options: Any) -> dict[str, Any]:
+    """Run one case in this script's own subprocess: its extra peak bytes, and with
+    ``timing=True`` also the median timing of ``--repeats`` further steps."""
+    arguments = child_arguments(case, setup) + (["--timing"] if options.get("timing") else [])
+    return dict(json.loads(run_child(arguments, env=options.get("env"))))
 
 
 def child(case: str, setup: argparse.Namespace) -> None:
@@ -92,7 +110,11 @@ def child(case: str, setup: argparse.Namespace) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step(case, student, teacher, setup)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_peak_bytes": (after - before) * 1024}))
+    result: dict[str, Any] = {"extra_peak_bytes": (after - before) * 1024}
+    if setup.timing:
+        timings = [step(case, student, teacher, setup) for _ in range(setup.repeats)]
+        result["timing"] = timing_json(median(timings))
+    print(json.dumps(result))
 
 
 def main() -> None:
@@ -103,35 +125,44 @@ def main() -> None:
     parser.add_argument("--loss", choices=["kl", "jsd"], default="kl")
     parser.add_argument("--direction", choices=["forward", "reverse"], default="forward")
     parser.add_argument("--beta", type=float, default=0.5, help="the JSD's β (--loss jsd)")
-    parser.add_argument("--case", choices=sorted(CASES))
+    parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--smoke", action="store_true", help="64 x 1000, one repetition")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.vocab, args.repeats = 64, 1000, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.case:
         child(args.case, args)
         return
+    print_header(["losses"])
     # Peaks first: a child's maximum resident set size starts from this process's at fork.
-    peaks = {case: peak_in_child(case, args) for case in CASES}
+    off = "kldiv KLDIV_NATIVE=0"
+    peaks = {case: in_child(case, args)["extra_peak_bytes"] for case in CASES}
+    fallback = in_child("kldiv", args, env=native_off(), timing=True)  # KLDIV_NATIVE=0
+    peaks[off] = fallback["extra_peak_bytes"]
+    timings = {off: timing_from_json(fallback["timing"])}
     student, teacher = make_inputs(args.rows, args.vocab)
-    times: dict[str, list[float]] = {case: [] for case in CASES}
+    runs: dict[str, list[Timing]] = {case: [] for case in CASES}
     for case in CASES:
         step(case, student, teacher, args)
     for _ in range(args.repeats):
         for case in CASES:
-            times[case].append(step(case, student, teacher, args))
+            runs[case].append(step(case, student, teacher, args))
+    timings = {**{case: median(runs[case]) for case in CASES}, **timings}
     gradient_bytes = args.rows * args.vocab * 4
     name = f"JSDLoss(beta={args.beta})" if args.loss == "jsd" else f"KLDivLoss({args.direction})"
     print(f"{name} from logits, forward + backward, {args.rows} x {args.vocab} float32")
-    print(f"torch threads: {torch.get_num_threads()}, repeats: {args.repeats}")
-    base_time = statistics.median(times["torch"])
-    for case in CASES:
-        median = statistics.median(times[case])
+    print(f"torch threads: {torch.get_num_threads()}, repeats: {args.repeats} (medians)")
+    for case, timing in timings.items():
         peak = peaks[case]
         print(
-            f"{case:>6}: {median * 1e3:8.1f} ms (speed-up {base_time / median:5.2f}x), "
-            f"extra peak {peak / 2**20:7.0f} MiB = {peak / gradient_bytes:4.2f} x one N x V float32"
+            f"{case:>20}: {format_timing(timing, timings['torch'])}  "
+            f"extra peak {peak / 2**20:6.0f} MiB = {peak / gradient_bytes:4.2f} x N x V"
         )
+    print_footer()
 
 
 if __name__ == "__main__":

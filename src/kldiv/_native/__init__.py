@@ -9,6 +9,10 @@ Two environment variables steer the choice, read at every call:
 - ``KLDIV_NATIVE=0`` turns the compiled kernels off (to compare both paths, or to rule them out);
 - ``KLDIV_REQUIRE_NATIVE=1`` makes a missing kernel an error instead of a silent fallback, so a
   test run cannot pass without exercising them.
+
+A third, ``KLDIV_HUGE_PAGES=1``, lets the loss kernel ask for transparent huge pages for its
+fresh gradient. It is off by default: where the kernel's THP ``defrag`` setting is ``madvise``
+(a common default) the request can stall on memory compaction; BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations

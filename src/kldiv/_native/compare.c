@@ -324,6 +324,8 @@ static void compare_worker(void *context, Py_ssize_t worker_begin, Py_ssize_t wo
                                    sees rows left unclaimed */
     struct scratch work = {(float *)memory, (float *)(memory + bytes),
                            (float *)(memory + 2 * bytes), (float *)(memory + 3 * bytes)};
+    /* Subnormal terms (probabilities below 1.2e-38) are flushed to 0; see common.h. */
+    unsigned int floating_state = flush_subnormals_begin();
     for (;;) {
         Py_ssize_t begin = __atomic_fetch_add(&job->next, job->batch, __ATOMIC_RELAXED);
         if (begin >= job->rows) break;
@@ -338,6 +340,7 @@ static void compare_worker(void *context, Py_ssize_t worker_begin, Py_ssize_t wo
             rows_float32(job->a, job->b, job->vocab, job->labels, begin, end, &work,
                          job->results);
     }
+    flush_subnormals_end(floating_state);
     free(memory);
 }
 

@@ -23,9 +23,30 @@
  * logit, or with every logit -inf, has a NaN divergence and an all-NaN gradient.
  *
  * The gradient is written here for the first time, by the thread that owns its rows, so the
- * page faults of a fresh buffer are taken by all threads at once; a large gradient is also
- * marked for transparent huge pages before that first touch (a hint the kernel may ignore),
- * which replaces 512 faults by one.
+ * page faults of a fresh buffer (one per 4 KiB: 128 000 for 4096 x 32000 float32) are taken by
+ * all threads at once.
+ *
+ * Transparent huge pages are not asked for unless KLDIV_HUGE_PAGES=1. The hint
+ * (madvise(MADV_HUGEPAGE) on the fresh gradient) replaces 512 faults by one, but where
+ * /sys/kernel/mm/transparent_hugepage/defrag is `madvise` (the Debian/Ubuntu default),
+ * `defer+madvise` or `always`, each huge-page fault in an advised range compacts memory
+ * synchronously when no free 2 MiB page is at hand, and on a machine with fragmented memory
+ * that stalls: on a 2-core Sapphire Rapids VM the kernel took 1259 ms against 363 ms without
+ * the hint, slower than the PyTorch path it replaces. Where it did not stall (AMD EPYC 7001
+ * VM, defrag `madvise`, 22 GiB free, no compaction) it did not pay either: 4096 x 32000
+ * float32, one thread, median system time per call 230 ms with 4 KiB faults and 806 ms with
+ * huge pages faulted in by this kernel (250 huge-page faults, no compaction stall), although
+ * a plain fill of an advised buffer took 69 ms there. A hint that loses where defrag compacts,
+ * and was not measured to win in this kernel where it does not, stays opt-in.
+ *
+ * Subnormal floats: exp flushes below e^-86, so e = exp(a - max a) is 0 or normal, but the
+ * normalized q = e / sum e of a row whose logits spread over more than 86 - log(vocab)
+ * (about 76 at vocab 32000) can be subnormal, and so can differences and products of such
+ * q and p. An Intel core takes a microcode assist (about 100 cycles) for each subnormal
+ * result; AMD cores mostly do not. The float32 sweeps therefore run with flush-to-zero set
+ * (x86-64: MXCSR.FTZ, restored before the row's result is narrowed or the call returns):
+ * a result below 1.2e-38 becomes 0, a change below the float32 resolution of every row
+ * sum. Subnormal inputs are still read as they are (no denormals-are-zero).
  */
 #include "common.h"
 
@@ -80,7 +101,8 @@ struct logits_job {
     int divergence;
     float inv_temperature;
     double beta; /* JSD: the teacher's weight in the mixture, in (0, 1); 0 otherwise */
-    int failed; /* set when a thread could not allocate its scratch rows */
+    Py_ssize_t rows, batch;
+    Py_ssize_t next; /* the first row no thread has claimed (atomic) */
 };
 
 /* Maxima of a and b over a row, ignoring NaN (a NaN reaches the sums through exp). */
@@ -351,35 +373,48 @@ static float divergence_row(const struct logits_job *job, const float *x, const 
     return (float)divergence;
 }
 
-static void logits_range(void *context, Py_ssize_t begin, Py_ssize_t end) {
+/* Threads claim rows a batch at a time rather than one contiguous share each, so that a core
+ * shared with another process does fewer rows instead of holding up the call: with two threads
+ * and another process on one of the two cores, equal shares make the call wait for the thread
+ * that gets half a core. */
+static void logits_worker(void *context, Py_ssize_t worker_begin, Py_ssize_t worker_end) {
+    (void)worker_begin;
+    (void)worker_end;
     struct logits_job *job = (struct logits_job *)context;
     Py_ssize_t n = job->vocab, item = kl_dtype_size(job->dtype);
     int wide = job->dtype != KL_FLOAT32;
     /* ep, and for half-precision inputs the widened rows and the float gradient row. */
     float *scratch = (float *)malloc((size_t)n * sizeof(float) * (wide ? 4 : 1));
-    if (scratch == NULL) {
-        job->failed = 1;
-        return;
-    }
+    if (scratch == NULL) return; /* the other threads take its rows; if none can, the caller
+                                    sees rows left unclaimed */
     float *ep = scratch;
-    for (Py_ssize_t r = begin; r < end; ++r) {
-        char *grad = job->grad + r * n * item;
-        if (job->mask != NULL && !job->mask[r]) {
-            memset(grad, 0, (size_t)(n * item));
-            job->out[r] = 0.0f;
-            continue;
-        }
-        const char *input = job->input + r * n * item, *target = job->target + r * n * item;
-        float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
-        if (!wide) {
-            job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
-                                         (float *)grad, ep, factor);
-        } else {
-            float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
-            kl_widen(x, input, n, job->dtype);
-            kl_widen(t, target, n, job->dtype);
-            job->out[r] = divergence_row(job, x, t, eq, ep, factor);
-            narrow_row(grad, eq, n, job->dtype);
+    for (;;) {
+        Py_ssize_t begin = __atomic_fetch_add(&job->next, job->batch, __ATOMIC_RELAXED);
+        if (begin >= job->rows) break;
+        Py_ssize_t end = begin + job->batch < job->rows ? begin + job->batch : job->rows;
+        for (Py_ssize_t r = begin; r < end; ++r) {
+            char *grad = job->grad + r * n * item;
+            if (job->mask != NULL && !job->mask[r]) {
+                memset(grad, 0, (size_t)(n * item));
+                job->out[r] = 0.0f;
+                continue;
+            }
+            const char *input = job->input + r * n * item, *target = job->target + r * n * item;
+            float factor = job->inv_temperature * (job->scale != NULL ? job->scale[r] : 1.0f);
+            unsigned int floating_state = flush_subnormals_begin();
+            if (!wide) {
+                job->out[r] = divergence_row(job, (const float *)input, (const float *)target,
+                                             (float *)grad, ep, factor);
+                flush_subnormals_end(floating_state);
+            } else {
+                float *x = scratch + n, *t = scratch + 2 * n, *eq = scratch + 3 * n;
+                kl_widen(x, input, n, job->dtype);
+                kl_widen(t, target, n, job->dtype);
+                job->out[r] = divergence_row(job, x, t, eq, ep, factor);
+                /* float16 keeps gradients below 6e-5 as subnormals: narrowed without the flush. */
+                flush_subnormals_end(floating_state);
+                narrow_row(grad, eq, n, job->dtype);
+            }
         }
     }
     free(scratch);
@@ -434,12 +469,23 @@ static PyObject *logits_divergence(PyObject *self, PyObject *args) {
         .divergence = divergence,
         .inv_temperature = (float)inv_temperature,
         .beta = divergence == JSD ? beta : 0.0,
+        .rows = rows,
+        .next = 0,
     };
+    /* About eight claims per thread, at most 64 rows (a few ms at vocab 32000) each. */
+    if (threads < 1) threads = 1;
+    job.batch = rows / ((Py_ssize_t)threads * 8);
+    job.batch = job.batch < 1 ? 1 : (job.batch > 64 ? 64 : job.batch);
+    Py_ssize_t batches = (rows + job.batch - 1) / job.batch;
+    int workers = threads < batches ? threads : (int)batches;
+    /* The caller's flag says the buffer is fresh (the hint is void after the first touch). */
+    const char *huge_pages_setting = getenv("KLDIV_HUGE_PAGES");
+    huge_pages = huge_pages && huge_pages_setting != NULL && strcmp(huge_pages_setting, "1") == 0;
     Py_BEGIN_ALLOW_THREADS
     if (huge_pages) advise_huge_pages((char *)grad, rows * vocab * kl_dtype_size(dtype));
-    kl_parallel_for(threads, rows, logits_range, &job);
+    if (workers > 0) kl_parallel_for(workers, workers, logits_worker, &job);
     Py_END_ALLOW_THREADS
-    if (job.failed) return PyErr_NoMemory();
+    if (job.next < rows) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -452,7 +498,9 @@ static PyMethodDef methods[] = {
      "beta KL(P || M) + (1 - beta) KL(Q || M), M = beta P + (1 - beta) Q, 0 < beta < 1 (beta\n"
      "is ignored otherwise); its gradient with respect to input, times scale[row] / tau, into\n"
      "grad. Arguments are data pointers of contiguous buffers (mask: bool, scale: float32; 0\n"
-     "for none); dtype 0, 1, 2 is float32, float16, bfloat16 for input, target and grad alike."},
+     "for none); dtype 0, 1, 2 is float32, float16, bfloat16 for input, target and grad alike.\n"
+     "huge_pages: grad is a fresh buffer; it is marked for transparent huge pages only when\n"
+     "the environment variable KLDIV_HUGE_PAGES is 1."},
     {NULL, NULL, 0, NULL},
 };
 
