@@ -316,3 +316,20 @@ def test_fused_loss_gradcheck_float64(module: str, options: dict[str, Any]) -> N
         lambda h, w, b: loss(h, w, labels=labels, student_bias=b, teacher_logits=teacher),
         (hidden, weight, bias),
     )
+
+
+@pytest.mark.usefixtures("world_of_one")
+@pytest.mark.parametrize("seed", range(8))
+def test_fused_jsd_of_identical_models_is_not_negative(seed: int) -> None:
+    # JSD ≥ 0; for identical sides a float32 sum of terms of both signs may round below 0,
+    # and the Jensen–Shannon distance √JSD would then be NaN.
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(16, 8, generator=generator)
+    weight = (3.0 * torch.randn(64, 8, generator=generator)).requires_grad_(True)
+    loss = distributed.VocabParallelFusedLinearJSDLoss(reduction="sum")
+    value = loss(hidden, weight, hidden, weight.detach())
+    assert value.item() >= 0.0
+    assert torch.sqrt(value).isfinite()
+    value.backward()
+    assert weight.grad is not None
+    torch.testing.assert_close(weight.grad, torch.zeros_like(weight), rtol=0, atol=1e-5)

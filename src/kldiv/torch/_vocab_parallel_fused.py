@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from kldiv.torch._kernels import compute_dtype
 from kldiv.torch._options import Divergence
-from kldiv.torch._reduce import Reduction, position_mask, position_scale
+from kldiv.torch._reduce import Reduction, nonnegative_jsd, position_mask, position_scale
 from kldiv.torch._vocab_parallel import shard_divergence
 from kldiv.torch.fused_linear import _check_leading, _check_matrix
 
@@ -223,7 +223,8 @@ def sharded_fused_loss(
     total: Tensor = VocabParallelFusedLinear.apply(  # type: ignore[no-untyped-call]
         hidden, student_weight, student_bias, *teacher, mask, scale, spec, chunk_size, group
     )
-    return total.to(student_hidden.dtype)
+    # As the unsharded fused loss: a JSD that rounding made negative is 0 (√JSD stays finite).
+    return nonnegative_jsd(total, spec).to(student_hidden.dtype)
 
 
 def _shard_sizes(shard: int, device: torch.device, group: dist.ProcessGroup | None) -> Tensor:
