@@ -424,6 +424,13 @@ def _chunk(
     kind, located = where.kind, (where.start, where.batch_shape)
     # Skipped positions (negative labels) read token 0 and are dropped by the caller.
     index = None if labels is None else np.maximum(labels, 0)[:, None]
+    if where.normalization is not None:
+        # Before the divergences: the core checks log-probabilities too, with its own message;
+        # rows holding NaN or +inf have a NaN total and are left to the checks below.
+        xp = array_api_compat.array_namespace(a, b)
+        with np.errstate(all="ignore"):
+            totals = [to_numpy(logsumexp(xp, side, -1)) for side in (a, b)]
+        where.check(np.stack(totals, axis=-1))
     try:
         # Invalid entries are located and reported below, after the fact, instead of warned about.
         with np.errstate(all="ignore"):
@@ -445,9 +452,6 @@ def _chunk(
         if not where.strict and undefined_rows(a, b).any():
             return _without_undefined(a, b, labels, where, compiled)
         raise_first_problem(a, b, kind, *located)
-    if where.normalization is not None:
-        xp = array_api_compat.array_namespace(a, b)
-        where.check(np.stack([to_numpy(logsumexp(xp, side, -1)) for side in (a, b)], axis=-1))
     return tuple(out)
 
 
