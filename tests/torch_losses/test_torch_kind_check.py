@@ -108,3 +108,24 @@ def test_compiled_module_reads_no_values() -> None:
     loss = torch.compile(KLDivLoss(), backend="eager", fullgraph=False)
     target = torch.softmax(torch.randn(2, 3), -1)
     loss(torch.randn(2, 3).log_softmax(-1), target)
+
+
+def test_check_reads_the_first_kept_positions_and_names_their_index() -> None:
+    """Only a few rows are read (a wrong kind shows in every row); the message names the
+    position in the flattened batch, after positions left out by ``labels``."""
+    from kldiv.torch._kind_check import CHECKED_ROWS
+
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(2, 80, 11)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    labels = torch.zeros(2, 80, dtype=torch.long)
+    labels[0, :70] = -100  # the first 70 positions are left out
+    student = log_probs.clone()
+    student[0, 70] = logits[0, 70]  # raw logits at the first kept position
+    with pytest.raises(ValueError, match=r"exponentials of row 70 sum to"):
+        KLDivLoss()(student, log_probs.exp(), labels=labels)
+    # Beyond the first CHECKED_ROWS kept positions nothing is read.
+    late = log_probs.clone()
+    late[1, 79] = logits[1, 79]
+    assert CHECKED_ROWS < 10 + 80
+    KLDivLoss()(late, log_probs.exp(), labels=labels)

@@ -1,9 +1,9 @@
 """The check that each side holds what its kind says, run on a loss module's first call.
 
 Reading tensor values costs a host synchronization on an accelerator, so the losses do not do
-it on every call: a module checks the first batch it sees (eagerly, not while
-``torch.compile`` traces), where a wrong ``input_kind``/``target_kind`` shows at once, and
-never again. The functional forms check nothing.
+it on every call: a module checks the first positions of the first batch it sees (eagerly,
+not while ``torch.compile`` traces), where a wrong ``input_kind``/``target_kind`` shows at
+once, and never again. The functional forms check nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +18,21 @@ from kldiv.torch._options import Divergence
 Tensor = torch.Tensor
 
 
-def _rows(z: Tensor, labels: Tensor | None, ignore_index: int) -> Tensor:
+# A wrong kind shows in every row: a few rows tell, at no cost next to the loss itself (the
+# whole batch took extra passes and three (tokens, vocab) temporaries on the first call).
+CHECKED_ROWS = 64
+
+
+def _rows(z: Tensor, labels: Tensor | None, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """The first `CHECKED_ROWS` positions of ``z`` that ``labels`` keep, in float32 or float64,
+    and their indices among the flattened positions."""
     rows = z.detach().reshape(-1, z.shape[-1])
-    if labels is not None:
-        rows = rows[(labels != ignore_index).reshape(-1)]
-    return rows.float() if rows.dtype != torch.float64 else rows
+    if labels is None:
+        kept = torch.arange(min(CHECKED_ROWS, rows.shape[0]), device=rows.device)
+    else:
+        kept = torch.nonzero((labels != ignore_index).reshape(-1)).squeeze(-1)[:CHECKED_ROWS]
+    rows = rows.index_select(0, kept)
+    return (rows.float() if rows.dtype != torch.float64 else rows), kept
 
 
 def check_kinds(
@@ -36,8 +46,8 @@ def check_kinds(
 ) -> None:
     """Raise if a ``"log_probs"`` side does not normalize; warn if ``"logits"`` look like probabilities.
 
-    Log-probabilities whose exponentials sum to 1 ± √eps of the dtype pass (NaN rows and
-    positions left out by ``labels`` are not looked at). Logits whose rows are all in [0, 1]
+    The first `CHECKED_ROWS` positions that ``labels`` keep are looked at. Log-probabilities
+    whose exponentials sum to 1 ± √eps of the dtype pass (NaN rows compare False). Logits whose rows are all in [0, 1]
     and sum to 1 are almost surely probabilities given as logits, which the loss would
     softmax a second time: a UserWarning says so.
 
@@ -50,7 +60,7 @@ def check_kinds(
         ((names[0], "input_kind"), input, spec.input_kind),
         ((names[1], "target_kind"), target, spec.target_kind),
     ):
-        rows = _rows(z, labels, ignore_index)
+        rows, positions = _rows(z, labels, ignore_index)
         if rows.shape[0] == 0:
             continue
         tolerance = sum_tolerance(torch, z.dtype)
@@ -58,10 +68,11 @@ def check_kinds(
             totals = torch.logsumexp(rows, dim=-1).exp()
             bad = (totals - 1).abs() > tolerance  # NaN rows compare False
             if bool(bad.any()):
-                row = int(bad.to(torch.int8).argmax())
+                first = int(bad.to(torch.int8).argmax())
+                row, total = int(positions[first]), float(totals[first])
                 raise ValueError(
                     f"{name} was declared {kind_name}='log_probs', but the exponentials of row "
-                    f"{row} sum to {float(totals[row]):.6g}, not 1; if it holds raw scores, "
+                    f"{row} sum to {total:.6g}, not 1; if it holds raw scores, "
                     f"pass {kind_name}='logits' (a log-softmax is then applied). This is "
                     "checked on the module's first call only."
                 )

@@ -265,8 +265,8 @@ class KLDivLoss(torch.nn.Module):
             during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
             ``input`` must not be needed afterwards. Other paths ignore it.
 
-    On its first call the module looks at the values once (one host synchronization, skipped
-    under ``torch.compile``): a side declared ``"log_probs"`` whose exponentials do not sum to 1
+    On its first call the module looks at the values of the first 64 kept positions once (one
+    host synchronization, skipped under ``torch.compile``): a side declared ``"log_probs"`` whose exponentials do not sum to 1
     raises a ValueError that suggests ``"logits"`` (raw logits as log-probabilities give a
     negative "KL"), and a side declared ``"logits"`` whose rows are probabilities warns. Later
     calls and the functional `kl_div` check only shapes, dtypes and options, never values.
@@ -474,8 +474,8 @@ class JSDLoss(torch.nn.Module):
             during forward instead of into a new tensor (one ``(tokens, vocab)`` tensor less);
             ``student_logits`` must not be needed afterwards. Other paths ignore it.
 
-    On its first call the module looks at the values once (one host synchronization, skipped
-    under ``torch.compile``): ``"log_probs"`` that do not normalize raise a ValueError that
+    On its first call the module looks at the values of the first 64 kept positions once (one
+    host synchronization, skipped under ``torch.compile``): ``"log_probs"`` that do not normalize raise a ValueError that
     suggests ``"logits"``, and logits whose rows are probabilities warn. Later calls and the
     functional `js_div` check only shapes and dtypes.
 
