@@ -68,7 +68,7 @@ class KLResult:
 
     ``float(result)`` and ``numpy.asarray(result)`` give the value; ``result.to_dict()`` gives
     plain Python types ready for ``json.dumps``. For ``torch.distributions`` inputs,
-    :func:`kldiv.distributions.kl` puts a tensor in the autograd graph in ``value`` (and a
+    `kldiv.distributions.kl` puts a tensor in the autograd graph in ``value`` (and a
     detached one in ``stderr``); ``float``, ``numpy.asarray``, ``str`` and ``to_dict`` read it
     detached.
 

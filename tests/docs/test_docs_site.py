@@ -91,7 +91,12 @@ def test_docstrings_use_markdown() -> None:
     offenders = []
     for path in sorted(SOURCE.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
-        for pattern in (r"\.\. math::", r":math:`", r"^\s*Example:\s*$"):
+        for pattern in (
+            r"\.\. math::",
+            r":math:`",
+            r"^\s*Example:\s*$",
+            r":(func|class|meth|attr):`",
+        ):
             if re.search(pattern, text, flags=re.M):
                 offenders.append(f"{path.relative_to(SOURCE)}: {pattern}")
     assert not offenders, offenders

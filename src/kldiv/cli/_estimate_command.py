@@ -52,7 +52,7 @@ def run_estimate(
     seed: int = 0,
     dropna: bool = False,
 ) -> list[ColumnEstimate]:
-    """Estimate KL(X‖Y) for every chosen column, largest first (see :func:`estimate_report`)."""
+    """Estimate KL(X‖Y) for every chosen column, largest first (see `estimate_report`)."""
     return estimate_report(
         x_path, y_path, columns=columns, joint=joint, method=method, k=k, prior=prior,
         bins=bins, permutations=permutations, seed=seed, dropna=dropna,

@@ -1,6 +1,6 @@
 r"""Closed forms of KL(P‖Q) between discrete distributions.
 
-Every finite table goes through the core's :func:`kldiv.kl_div`, so that the conventions
+Every finite table goes through the core's `kldiv.kl_div`, so that the conventions
 0·log(0/q) = 0 and p·log(p/0) = +inf live in one place:
 
 $$

@@ -8,7 +8,7 @@ $$
 
 Computed from Cholesky factors L (Σ = L Lᵀ): the trace is ‖L_q⁻¹ L_p‖²_F and the log-determinants
 are sums of log-diagonals, which avoids forming inverses. Diagonal pairs use the core's
-:func:`kldiv.gaussian_kl`. Low-rank covariances are densified (O(d³)), exact but not memory-lean.
+`kldiv.gaussian_kl`. Low-rank covariances are densified (O(d³)), exact but not memory-lean.
 """
 
 from __future__ import annotations

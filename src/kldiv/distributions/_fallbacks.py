@@ -184,7 +184,7 @@ def monte_carlo(
 
     Uses k3 = (r − 1) − log r when Q's support lies inside P's (so that E_P[r] = 1) and the
     k3 terms have the smaller sample variance, and k1 = −log r otherwise; see
-    :func:`kldiv.estimate.log_ratio`.
+    `kldiv.estimate.log_ratio`.
     """
     rng = np.random.default_rng(seed)
     draws = sample(p, n_samples, rng, batch_shape)

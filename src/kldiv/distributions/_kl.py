@@ -53,15 +53,15 @@ def kl(
     themselves, quadrature uses a fixed double-exponential rule on P's support (deterministic,
     differentiable, nodes following P's parameters), and Monte Carlo uses ``rsample`` where P
     has it (the score-function gradient otherwise, k1 estimator). ``result.value`` is that
-    tensor (``result.value.sum().backward()``); :func:`kl_divergence` returns it directly.
+    tensor (``result.value.sum().backward()``); `kl_divergence` returns it directly.
 
     Monte Carlo without a ``seed`` draws one, warns (``UserWarning``) with the seed to pass to
     reproduce the value, and records it in ``result.params["seed"]``.
 
     Args:
         p: P: a frozen ``scipy.stats`` distribution, a ``torch.distributions`` object, one of
-            kldiv's types (``Normal``, ``MultivariateNormal``, ...), a :class:`Mixture`, or an
-            object of a type registered with :func:`register_kl`. Batched parameters broadcast.
+            kldiv's types (``Normal``, ``MultivariateNormal``, ...), a `Mixture`, or an
+            object of a type registered with `register_kl`. Batched parameters broadcast.
         q: Q, as for ``p``.
         method: "auto", "exact", "quadrature", "monte_carlo", or for mixtures
             "variational" (Hershey–Olsen approximation) or "bound" (their upper bound).
@@ -69,7 +69,7 @@ def kl(
         seed: seed or ``numpy.random.Generator`` making Monte Carlo reproducible.
 
     Returns:
-        :class:`KLResult`: ``float(result)`` or ``numpy.asarray(result)`` (batch shape) is
+        `KLResult`: ``float(result)`` or ``numpy.asarray(result)`` (batch shape) is
         the value in nats; ``result.value`` is a float, a float64 array, or for torch inputs a
         tensor in the graph; ``result.stderr`` is 0 except for Monte Carlo.
 
@@ -180,14 +180,14 @@ def kl_divergence(
     to rounding, same batch shape, dtype and gradient), and goes on where torch raises
     ``NotImplementedError``: quadrature for univariate pairs, else Monte Carlo with
     ``rsample``. Edge parameters (Poisson rate 0, Binomial probs 0 or 1, Geometric probs 1)
-    give their limits where torch's formulas give NaN. Use :func:`kl` for the method,
+    give their limits where torch's formulas give NaN. Use `kl` for the method,
     the standard error and the quadrature error bound.
 
     Args:
         p: P, a ``torch.distributions`` object (or, with Q one, a kldiv type or scipy object
             that has a closed form against it).
         q: Q, as for ``p``.
-        method: as for :func:`kl`.
+        method: as for `kl`.
         n_samples: draws of P if Monte Carlo is used.
         seed: seed of those draws; without one a warning names the seed that was drawn.
 

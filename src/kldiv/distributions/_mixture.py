@@ -98,7 +98,7 @@ class Mixture:
         return np.asarray(logsumexp(parts + shaped, axis=0))
 
     def logpmf(self, x: ArrayLike) -> Float64Array:
-        """Same as :meth:`logpdf`, for discrete components."""
+        """Same as `logpdf`, for discrete components."""
         return self.logpdf(x)
 
     def rvs(self, size: int = 1, random_state: Any = None) -> Any:

@@ -1,8 +1,8 @@
 """Estimators of KL(P‖Q) from samples: k-nearest neighbours, category counts, bins, log-ratios.
 
-Each returns a :class:`KLResult` (value, ``stderr``, ``method``, ``units``, ``n``, ``m``);
-:func:`bootstrap` gives a resampling standard error for any of them, and
-:func:`permutation_test` a p-value and the estimator's spread when P = Q.
+Each returns a `KLResult` (value, ``stderr``, ``method``, ``units``, ``n``, ``m``);
+`bootstrap` gives a resampling standard error for any of them, and
+`permutation_test` a p-value and the estimator's spread when P = Q.
 """
 
 from kldiv._result import KLResult

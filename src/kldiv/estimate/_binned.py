@@ -4,7 +4,7 @@ The bin edges are the $j/B$ quantiles of x ($j = 1, \dots, B-1$); the outer bins
 values of y beyond the range of x fall into the first or last bin. A value equal to an edge
 goes into the bin above it. Where x has ties, quantiles coincide and the bins merge, so a
 column with few distinct values has fewer than B bins. The counts per bin then go to
-:func:`counts`:
+`counts`:
 
 $$
 \widehat{\mathrm{KL}} = \sum_{j=1}^{B} \hat p_j \log\frac{\hat p_j}{\hat q_j}, \qquad
@@ -93,12 +93,12 @@ def binned(x: ArrayLike, y: ArrayLike, *, bins: int = 10, prior: float | str = 0
         x: the reference sample, shape (n,), finite numbers; its quantiles cut the bins.
         y: the sample compared with it, shape (m,), finite numbers.
         bins: the number of quantile bins, ≥ 2 (10 by default).
-        prior: pseudo-count added to every bin, as in :func:`counts` (Jeffreys, ½, by
+        prior: pseudo-count added to every bin, as in `counts` (Jeffreys, ½, by
             default: a bin that y leaves empty gives a large finite value, not +inf).
 
     Returns:
         KLResult with ``method`` "binned", ``n``, ``m``, the delta-method ``stderr`` of
-        :func:`counts`, and ``params``: ``bins`` (the number used, fewer than asked where
+        `counts`, and ``params``: ``bins`` (the number used, fewer than asked where
         quantiles of x tie), ``edges`` (the inner edges), ``prior``, ``pseudo_count``,
         ``psi``.
 

@@ -35,14 +35,14 @@ def bootstrap(
     original data; only ``stderr`` comes from the replicates.
 
     Args:
-        estimator: one of :func:`categorical`, :func:`log_ratio`, :func:`knn` (or any
-            function of samples returning a :class:`KLResult`). With :func:`knn`, resampling
+        estimator: one of `categorical`, `log_ratio`, `knn` (or any
+            function of samples returning a `KLResult`). With `knn`, resampling
             creates exact copies, which its duplicate rule skips; the spread is then only
             indicative.
         *samples: the arrays or label sequences the estimator takes, sample axis first.
         n_boot: number of replicates B (>= 2).
         seed: seed or ``numpy.random.Generator`` for reproducible replicates.
-        paired: resample all ``samples`` with the same indices (for :func:`log_ratio`, whose
+        paired: resample all ``samples`` with the same indices (for `log_ratio`, whose
             ``log_p`` and ``log_q`` are evaluated at the same draws).
         **options: keyword options passed to ``estimator`` (``k``, ``prior``, ``estimator``...).
 

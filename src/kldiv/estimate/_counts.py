@@ -29,7 +29,7 @@ because $2\,\widehat{\mathrm{KL}}$ is close to Pearson's $\chi^2$ statistic divi
 $N_P N_Q/(N_P + N_Q)$, which has K − 1 degrees of freedom: (K − 1)/N for two samples of size
 N, not (K − 1)/(2N), which is the bias when Q is known exactly. In general the first-order
 bias is $(K_P-1)/(2N_P) + (\sum_j p_j/q_j - 1)/(2N_Q)$, with $K_P$ the categories of positive
-P-probability. The report gives the estimate as it is; :func:`permutation_test` measures what
+P-probability. The report gives the estimate as it is; `permutation_test` measures what
 two samples of one distribution give, bias included.
 
 The population stability index of the same frequencies,
@@ -164,16 +164,16 @@ def categorical(
     """Plug-in KL(P‖Q) from raw label samples x ~ P and y ~ Q (any hashable labels).
 
     The categories are the union of the labels seen in x and y; the counts go to
-    :func:`counts`, whose ``prior`` (Jeffreys, ½, by default) smooths empty categories.
+    `counts`, whose ``prior`` (Jeffreys, ½, by default) smooths empty categories.
     Labels are compared as Python values: ``21 == 21.0``, but ``"21" != 21``.
 
     Args:
         x: labels sampled from P (a sequence or a 1-D array; strings, ints, tuples...).
         y: labels sampled from Q.
-        prior: as in :func:`counts`; 0 for the unsmoothed plug-in.
+        prior: as in `counts`; 0 for the unsmoothed plug-in.
 
     Returns:
-        KLResult as from :func:`counts`, with ``method`` "categorical" and
+        KLResult as from `counts`, with ``method`` "categorical" and
         ``params["labels"]`` listing the categories in the order counted.
 
     Examples:
@@ -210,7 +210,7 @@ def _numeric_codes(x: Any, y: Any) -> tuple[list[Any], IntArray, IntArray] | Non
     """Labels (in order of first appearance) and codes of two 1-D numeric arrays, or None.
 
     The vectorized path for arrays of integers, floats or booleans; other inputs go through
-    the dictionary of :func:`categorical`, which gives the same labels in the same order.
+    the dictionary of `categorical`, which gives the same labels in the same order.
     """
     if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
         return None

@@ -143,7 +143,7 @@ def _native_distances(
 ) -> tuple[FloatArray, FloatArray, FloatArray | None, int]:
     """ρ_k and ν_k of every x_i (and the adaptive counts) from the compiled kernel.
 
-    Returns the same arrays as :func:`_tree_distances`, bit for bit: the kernel sums squared
+    Returns the same arrays as `_tree_distances`, bit for bit: the kernel sums squared
     coordinate differences in cKDTree's order and takes the same square root (Euclidean), or
     takes the largest absolute difference, which is exact (max-norm). A distance of -1 marks
     a point with fewer than k neighbours at positive distance.
@@ -250,7 +250,7 @@ def knn(
     The estimate can be negative: the estimator is consistent but biased on finite samples,
     and when the true KL is near 0 the bias and the noise can take it below 0. Read a small
     negative value as "no detectable divergence"; a permutation test
-    (:func:`permutation_test`) says how large a value two samples of one distribution give.
+    (`permutation_test`) says how large a value two samples of one distribution give.
 
     Args:
         x: samples of P, shape (n, d) or (n,) for d = 1; n ≥ 2.

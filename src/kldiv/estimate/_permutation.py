@@ -43,11 +43,11 @@ def permutation_test(
     """Run ``estimator`` on x, y and on B random re-splits of the pooled sample.
 
     The formula and its reference are in the module docstring. Warnings the estimator gives
-    on the re-splits (duplicate points of :func:`knn`, for example) are not repeated.
+    on the re-splits (duplicate points of `knn`, for example) are not repeated.
 
     Args:
-        estimator: :func:`binned`, :func:`categorical`, :func:`knn` or any function of two
-            samples (sample axis first) returning a :class:`KLResult`.
+        estimator: `binned`, `categorical`, `knn` or any function of two
+            samples (sample axis first) returning a `KLResult`.
         x: the sample of P: an array (n, ...) or a sequence of labels.
         y: the sample of Q, with the same trailing shape.
         n_permutations: B, the number of re-splits (≥ 1); the smallest p-value is 1/(B + 1).
