@@ -47,6 +47,27 @@ KLDIV_INLINE uint32_t kl_float_to_bits(float value) {
     return bits;
 }
 
+/* x's bits as an integer that orders as x does (-0 just below +0), and INT32_MIN for NaN.
+ * A row's maximum is taken over these keys: GCC vectorizes integer maxima, but not the float
+ * select `x > m ? x : m` unless it may assume away NaN and signed zeros. NaN is masked in
+ * with bit operations, which stay vectorizable where a select feeding the maximum does not. */
+KLDIV_INLINE int32_t kl_order_key(float x) {
+    uint32_t bits = kl_float_to_bits(x);
+    int32_t key = (int32_t)(bits ^ ((uint32_t)((int32_t)bits >> 31) & 0x7fffffffu));
+    int32_t nan = -(int32_t)((bits & 0x7fffffffu) > 0x7f800000u); /* all ones for NaN */
+    return (key & ~nan) | (INT32_MIN & nan);
+}
+
+/* The float whose kl_order_key is `key` (not INT32_MIN). */
+KLDIV_INLINE float kl_order_value(int32_t key) {
+    return kl_bits_to_float((uint32_t)key ^ ((uint32_t)(key >> 31) & 0x7fffffffu));
+}
+
+/* 1 where x is inf or NaN, else 0. */
+KLDIV_INLINE uint32_t kl_not_finite(float x) {
+    return (kl_float_to_bits(x) & 0x7fffffffu) >= 0x7f800000u;
+}
+
 /* e^x for x already clamped to [-86, log FLT_MAX]: x = n ln 2 + r with |r| <= ln(2)/2, e^r by
  * a degree-7 polynomial, 2^n by exponent bits (as 2^(n-1) * 2, so that n = 128 just below the
  * overflow threshold stays finite). */
@@ -89,14 +110,15 @@ KLDIV_INLINE float kl_expf_nonpositive(float x) {
 }
 
 /* log of a positive normal float whose binary exponent is to be lowered by `shift`: x = m 2^e
- * with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in m - 1. */
+ * with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in m - 1. m and e come from
+ * integer arithmetic on the bits (offsetting them by those of sqrt(1/2) moves the boundary of
+ * the exponent field there), with no select for the compiler to turn into a second copy of the
+ * polynomial. */
 KLDIV_INLINE float kl_log_shifted(float x, int32_t shift) {
-    uint32_t bits = kl_float_to_bits(x);
-    int32_t e = (int32_t)(bits >> 23) - 126 - shift;
-    float m = kl_bits_to_float((bits & 0x007fffffu) | 0x3f000000u); /* m in [0.5, 1) */
-    int small = m < 0.707106781186547524f;
-    e -= small;
-    float f = m * (small ? 2.0f : 1.0f) - 1.0f;
+    const uint32_t sqrt_half = 0x3f3504f3u; /* sqrt(1/2) rounded to float32 */
+    uint32_t offset = kl_float_to_bits(x) - sqrt_half;
+    int32_t e = ((int32_t)offset >> 23) - shift; /* arithmetic shift: floor */
+    float f = kl_bits_to_float((offset & 0x007fffffu) + sqrt_half) - 1.0f;
     float z = f * f;
     float poly = 7.0376836292e-2f;
     poly = poly * f - 1.1514610310e-1f;

@@ -109,26 +109,16 @@ struct logits_job {
 KLDIV_TARGETS
 static void row_maxima(const float *restrict x, const float *restrict t, Py_ssize_t n,
                        float inv_temperature, float *max_a, float *max_b) {
-    float ma[LANES], mb[LANES];
-    for (int l = 0; l < LANES; ++l) ma[l] = mb[l] = -(float)INFINITY;
-    Py_ssize_t i = 0;
-    for (; i + LANES <= n; i += LANES) {
-        for (int l = 0; l < LANES; ++l) {
-            float a = x[i + l] * inv_temperature, b = t[i + l] * inv_temperature;
-            ma[l] = a > ma[l] ? a : ma[l];
-            mb[l] = b > mb[l] ? b : mb[l];
-        }
+    /* Over order keys (see common.h), in a flat loop that vectorizes as integer maxima; NaN
+     * keys are the lowest, below -inf's. */
+    int32_t ka = kl_order_key(-(float)INFINITY), kb = ka;
+    for (Py_ssize_t i = 0; i < n; ++i) {
+        int32_t a = kl_order_key(x[i] * inv_temperature);
+        int32_t b = kl_order_key(t[i] * inv_temperature);
+        ka = a > ka ? a : ka;
+        kb = b > kb ? b : kb;
     }
-    for (; i < n; ++i) {
-        float a = x[i] * inv_temperature, b = t[i] * inv_temperature;
-        ma[0] = a > ma[0] ? a : ma[0];
-        mb[0] = b > mb[0] ? b : mb[0];
-    }
-    float ra = ma[0], rb = mb[0];
-    for (int l = 1; l < LANES; ++l) {
-        ra = ma[l] > ra ? ma[l] : ra;
-        rb = mb[l] > rb ? mb[l] : rb;
-    }
+    float ra = kl_order_value(ka), rb = kl_order_value(kb);
     *max_a = ra;
     *max_b = rb;
 }
