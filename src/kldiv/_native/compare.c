@@ -174,74 +174,97 @@ KLDIV_INLINE void rows_exp(const float *restrict a, const float *restrict b, Py_
 }
 
 /* The constants of pass 3: log p = (x_a - top_a) - log_a, log q = (x_b - top_b) - log_b,
- * d = (x_a - top_a) - (x_b - top_b) - gap with gap = log_a - log_b, p = e_a inverse_a. */
+ * d = (x_a - top_a) - (x_b - top_b) - gap with gap = log_a - log_b, p = e_a inverse_a, and
+ * shift_a = log_a - log 2 (so that log 2p = (x_a - top_a) - shift_a), the same for b. */
 struct pass3 {
-    float top_a, top_b, gap, log_a, log_b, inverse_a, inverse_b;
+    float top_a, top_b, gap, shift_a, shift_b, inverse_a, inverse_b;
 };
 
-KLDIV_INLINE void pass3_entry(float xa, float xb, float ea, float eb, const struct pass3 *c,
-                              float *kl, float *reverse, float *js) {
-    float la = xa - c->top_a, lb = xb - c->top_b;
-    float d = (la - lb) - c->gap;
-    float p = ea * c->inverse_a, q = eb * c->inverse_b;
-    /* Where p + q is 0 or subnormal, both terms are below 1e-38: FLT_MIN keeps them finite. */
-    float m = p + q;
-    float log_m = kl_logf_normal(m > FLT_MIN ? m : FLT_MIN);
-    *kl += p * d;
-    *reverse += q * d;
-    /* The entry's share of the JSD, (p + q) h(d) / 4 with h(d) = g(tanh(d / 2)) and
-     * g(u) = (1 + u) log(1 + u) + (1 - u) log(1 - u): directly from the logarithms where
-     * |d| >= 1/2, and by h's series where it is smaller, since there the direct form loses the
-     * small result against terms of size log 2 (near-identical distributions). */
-    float direct = 0.5f * (p * ((la - c->log_a) - log_m) + q * ((lb - c->log_b) - log_m)) +
-                   (float)(0.5 * KL_LN2) * m;
-    float s = d * d;
-    float near = s < 0.25f ? 1.0f : 0.0f; /* a blend by weights: both forms are finite */
-    s = s < 0.25f ? s : 0.25f;
-    float h = 31.0f / 806400.0f;
-    h = h * s - 17.0f / 46080.0f;
-    h = h * s + 1.0f / 288.0f;
-    h = h * s - 1.0f / 32.0f;
-    h = h * s + 1.0f / 4.0f;
-    float series = 0.25f * m * (h * s);
-    *js += near * series + (1.0f - near) * direct;
+/* log(p + q) of an entry. Where p + q is 0 or subnormal, both JSD terms are below 1e-38:
+ * FLT_MIN keeps them finite. */
+KLDIV_INLINE float mixture_log(float ea, float eb, const struct pass3 *c) {
+    float m = ea * c->inverse_a + eb * c->inverse_b;
+    return kl_logf_normal(m > FLT_MIN ? m : FLT_MIN);
 }
 
+/* One entry's terms, each weighted by e_a or e_b rather than by p or q: the caller scales the
+ * sums by 1/S_a and 1/S_b once per row, which leaves half the multiplications. */
+KLDIV_INLINE void pass3_entry(float xa, float xb, float ea, float eb, float log_m,
+                              const struct pass3 *c, float *kl, float *reverse, float *js_a,
+                              float *js_b) {
+    float la = xa - c->top_a, lb = xb - c->top_b;
+    float d = (la - lb) - c->gap;
+    *kl += ea * d;      /* KL(p||q) = sum p d */
+    *reverse += eb * d; /* KL(q||p) = -sum q d */
+    /* The entry's share of the JSD is (p + q) h(d) / 4, with h(d) = g(tanh(d / 2)) and
+     * g(u) = (1 + u) log(1 + u) + (1 - u) log(1 - u). Where |d| >= 1/2 it comes directly
+     * from the logarithms, as (p log(2p / m) + q log(2q / m)) / 2 with m = p + q; where |d|
+     * is smaller, by h's series, since there the direct form loses the small result against
+     * terms of size log 2 (near-identical distributions): (p + q) h(d) / 4 is p w / 2 + q w / 2
+     * with w = h(d) / 2. */
+    float s = d * d;
+    /* All ones where the series applies; a select by bits, which vectorizes as a blend. */
+    uint32_t near = (uint32_t)0 - (uint32_t)(s < 0.25f);
+    s = s < 0.25f ? s : 0.25f; /* keeps the unused series finite */
+    float s2 = s * s;          /* w's polynomial in s by Estrin's scheme, as in common.h */
+    float w = (((-17.0f / 92160.0f * s + 1.0f / 576.0f) + 31.0f / 1612800.0f * s2) * s2 +
+               (-1.0f / 64.0f * s + 1.0f / 8.0f)) *
+              s;
+    float wa = kl_select(near, w, (la - c->shift_a) - log_m);
+    float wb = kl_select(near, w, (lb - c->shift_b) - log_m);
+    *js_a += ea * wa;
+    *js_b += eb * wb;
+}
+
+/* The sums of pass 3 over a row, with the weights e of pass 2: sum e_a d, sum e_b d, and the
+ * JSD's two weighted sums (see pass3_entry). */
 KLDIV_INLINE void row_sums(const float *restrict a, const float *restrict b, Py_ssize_t n,
                            const float *restrict ea, const float *restrict eb,
-                           const struct pass3 *c, double sums[3]) {
-    double kl_total[KL_LANES] = {0}, reverse_total[KL_LANES] = {0}, js_total[KL_LANES] = {0};
+                           const struct pass3 *c, double sums[4]) {
+    double kl_total[KL_LANES] = {0}, reverse_total[KL_LANES] = {0};
+    double js_a_total[KL_LANES] = {0}, js_b_total[KL_LANES] = {0};
     Py_ssize_t i = 0;
     while (i + KL_LANES <= n) {
-        float kl[KL_LANES] = {0}, reverse[KL_LANES] = {0}, js[KL_LANES] = {0};
-        Py_ssize_t stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
+        float kl[KL_LANES] = {0}, reverse[KL_LANES] = {0}, js_a[KL_LANES] = {0},
+              js_b[KL_LANES] = {0};
+        Py_ssize_t start = i, stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
+        /* The block's logarithms first, in a loop of their own: each is a long chain of
+         * dependent operations, and a loop that holds only them keeps several entries' chains
+         * in a small reorder window, where the full entry would hold one at a time. */
+        float logs[KL_BLOCK];
+        for (Py_ssize_t k = start; k < stop; ++k) logs[k - start] = mixture_log(ea[k], eb[k], c);
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j)
-                pass3_entry(a[i + j], b[i + j], ea[i + j], eb[i + j], c, &kl[j], &reverse[j],
-                            &js[j]);
+                pass3_entry(a[i + j], b[i + j], ea[i + j], eb[i + j], logs[i + j - start], c,
+                            &kl[j], &reverse[j], &js_a[j], &js_b[j]);
         }
         for (int j = 0; j < KL_LANES; ++j) {
             kl_total[j] += kl[j];
             reverse_total[j] += reverse[j];
-            js_total[j] += js[j];
+            js_a_total[j] += js_a[j];
+            js_b_total[j] += js_b[j];
         }
     }
-    double kl_sum = 0.0, reverse_sum = 0.0, js_sum = 0.0;
+    double kl_sum = 0.0, reverse_sum = 0.0, js_a_sum = 0.0, js_b_sum = 0.0;
     for (; i < n; ++i) {
-        float kl = 0.0f, reverse = 0.0f, js = 0.0f;
-        pass3_entry(a[i], b[i], ea[i], eb[i], c, &kl, &reverse, &js);
+        float kl = 0.0f, reverse = 0.0f, js_a = 0.0f, js_b = 0.0f;
+        pass3_entry(a[i], b[i], ea[i], eb[i], mixture_log(ea[i], eb[i], c), c, &kl, &reverse,
+                    &js_a, &js_b);
         kl_sum += kl;
         reverse_sum += reverse;
-        js_sum += js;
+        js_a_sum += js_a;
+        js_b_sum += js_b;
     }
     for (int j = 0; j < KL_LANES; ++j) {
         kl_sum += kl_total[j];
         reverse_sum += reverse_total[j];
-        js_sum += js_total[j];
+        js_a_sum += js_a_total[j];
+        js_b_sum += js_b_total[j];
     }
     sums[0] = kl_sum;
     sums[1] = reverse_sum;
-    sums[2] = js_sum;
+    sums[2] = js_a_sum;
+    sums[3] = js_b_sum;
 }
 
 /* Scratch of one thread: the widened rows (float16 and bfloat16 only) and e for both sides. */
@@ -274,15 +297,15 @@ KLDIV_INLINE void compare_row(const void *a_row, const void *b_row, Py_ssize_t n
     struct pass3 c = {top_a,
                       top_b,
                       (float)(log_a - log_b),
-                      (float)log_a,
-                      (float)log_b,
+                      (float)(log_a - KL_LN2),
+                      (float)(log_b - KL_LN2),
                       (float)(1.0 / total_a),
                       (float)(1.0 / total_b)};
-    double sums[3];
+    double sums[4];
     row_sums(a, b, n, work->ea, work->eb, &c, sums);
-    out->kld = sums[0];
-    out->reverse = -sums[1];
-    out->jsd = sums[2];
+    out->kld = sums[0] / total_a;
+    out->reverse = -sums[1] / total_b;
+    out->jsd = 0.5 * (sums[2] / total_a + sums[3] / total_b);
     if (label >= 0 && label < n) {
         out->label_base = (double)a[label] - top_a - log_a;
         out->label_test = (double)b[label] - top_b - log_b;
