@@ -180,3 +180,37 @@ def test_transformers_missing(
     )
     assert status == 2
     assert "loading a model needs transformers: pip install 'kldiv[lm]'" in err
+
+
+@pytest.mark.parametrize("hub_id", ["no-such-model", "no-such-org/no-such-model"])
+def test_hub_id_that_fails_to_load(
+    models: dict[str, Path],
+    bad_inputs: Path,
+    hub_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A side that is no local path is a hub id, bare ("gpt2") or "org/name". When loading it
+    fails, as it does offline after the hub client has logged its retries, the command still
+    ends with one line: the retries' warnings stay off stderr."""
+    import logging
+
+    import transformers
+
+    def unreachable(name: str, **kwargs: object) -> None:
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        logging.getLogger("transformers.modeling_utils").warning("a loader's warning")
+        raise OSError("We couldn't connect to the hub to load the files.\nSecond line.")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", unreachable)
+    monkeypatch.chdir(bad_inputs)
+    args = ["compare", hub_id, models["llama"], "--tokens", bad_inputs / "tokens.npy"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == 2
+    assert out == ""
+    assert err == (
+        f"kldiv: error: {hub_id}: is no local file or directory, and loading it from the hub "
+        "failed (We couldn't connect to the hub to load the files.)\n"
+    )

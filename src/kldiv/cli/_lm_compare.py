@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,9 +16,7 @@ import numpy as np
 from kldiv.cli._arrays import SUFFIXES, check_file, open_array
 from kldiv.cli._errors import BadInput
 from kldiv.lm._llamacpp import is_llamacpp_file
-
-# A hub id as the hub spells it, "org/name": tried only when no such local path exists.
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+from kldiv.lm._models import HUB_ID
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,10 @@ def is_lm_side(path: Path) -> bool:
         return True
     if path.is_file():
         return is_llamacpp_file(path)
+    # A hub id ("org/name", or a bare "gpt2"), tried only when no such local path exists; a
+    # missing file named like a logits file stays a missing file.
     return (
-        not path.exists() and path.suffix.lower() not in SUFFIXES and bool(_HUB_ID.match(str(path)))
+        not path.exists() and path.suffix.lower() not in SUFFIXES and bool(HUB_ID.match(str(path)))
     )
 
 
@@ -107,7 +107,7 @@ def run_lm_compare(base: Path, test: Path, options: LMOptions) -> Any:
     except ImportError:
         pass  # kldiv.lm names the missing package when a model is loaded
     names = {"base": base, "test": test}
-    with _progress() as progress:
+    with _progress() as progress, _quiet_loaders():
         try:
             return evaluate(
                 str(base),
@@ -166,6 +166,25 @@ def _read_tokens(path: Path) -> np.ndarray:
     if array.ndim != 1:
         raise BadInput(path, f"has shape {array.shape}; token ids are one sequence, shape (n,)")
     return array.astype(np.int64)
+
+
+@contextmanager
+def _quiet_loaders() -> Iterator[None]:
+    """Only errors from transformers' and the hub client's loggers while models load.
+
+    Their warnings (download retries, weights left at their initial values) would put lines of
+    their own on stderr; a failed load still ends in the command's one-line error, which
+    carries the loader's message.
+    """
+    loggers = [logging.getLogger(name) for name in ("transformers", "huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from kldiv.lm._errors import LMInputError
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # "org/name" or "name" as the hub spells repositories; a local path is tried first.
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 class CausalLM:
@@ -108,7 +108,7 @@ def load(source: Any, *, device: str | None, dtype: str, tokenizer: Any = None) 
             )
     elif path.exists():
         raise LMInputError(name, "is neither a model directory nor a llama.cpp base file")
-    elif not _HUB_ID.match(name):
+    elif not HUB_ID.match(name):
         raise LMInputError(name, "no such file or directory")
     try:
         import transformers
@@ -122,6 +122,11 @@ def load(source: Any, *, device: str | None, dtype: str, tokenizer: Any = None) 
         model = transformers.AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)  # type: ignore[no-untyped-call]
     except Exception as error:  # transformers raises many types for unreadable models
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not path.exists():  # a hub id, or a mistyped path that looked like one
+            raise LMInputError(
+                name,
+                f"is no local file or directory, and loading it from the hub failed ({message})",
+            ) from error
         raise LMInputError(name, f"cannot be loaded as a causal LM ({message})") from error
     if tokenizer is None:
         try:
