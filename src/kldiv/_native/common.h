@@ -74,23 +74,31 @@ KLDIV_INLINE uint32_t kl_not_finite(float x) {
 }
 
 /* e^r for x already clamped to [-86, log FLT_MAX], where x = n ln 2 + r with |r| <= ln(2)/2:
- * e^r by a degree-7 polynomial, and n. The polynomial is evaluated in pairs of terms (Estrin's
+ * r and n by kl_exp_range, e^r by a degree-7 polynomial (kl_exp_poly). The polynomial is evaluated in pairs of terms (Estrin's
  * scheme) rather than by Horner's rule: a chain of 3 dependent multiply-adds instead of 6, so
  * that a core with a small reorder window keeps several entries in flight (the results agree
  * with Horner's to within 0.02 ulp over every input). */
-KLDIV_INLINE float kl_exp_reduced(float clamped, int32_t *n_out) {
+KLDIV_INLINE float kl_exp_range(float clamped, int32_t *n_out) {
     const float round_shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float shifted = clamped * 1.44269504088896341f + round_shift;
     float n = shifted - round_shift;
     *n_out = (int32_t)(kl_float_to_bits(shifted) - kl_float_to_bits(round_shift));
     float r = clamped - n * 0.693359375f;
-    r = r + n * 2.12194440e-4f;
+    return r + n * 2.12194440e-4f;
+}
+
+/* e^r for |r| <= ln(2)/2 (see kl_exp_reduced). */
+KLDIV_INLINE float kl_exp_poly(float r) {
     float r2 = r * r;
     float p01 = 1.6666665459e-1f * r + 5.0000001201e-1f;
     float p23 = 8.3334519073e-3f * r + 4.1665795894e-2f;
     float p45 = 1.9875691500e-4f * r + 1.3981999507e-3f;
     float poly = (p45 * r2 + p23) * r2 + p01;
     return poly * r2 + r + 1.0f;
+}
+
+KLDIV_INLINE float kl_exp_reduced(float clamped, int32_t *n_out) {
+    return kl_exp_poly(kl_exp_range(clamped, n_out));
 }
 
 /* e^x for x already clamped to [-86, log FLT_MAX]: e^r 2^n, with 2^n from exponent bits as
@@ -116,6 +124,15 @@ KLDIV_INLINE float kl_expf(float x) {
 
 /* e^x for finite x <= 0 (x - max x), without the branches for NaN, inf and overflow; the same
  * results as kl_expf there. */
+/* r and 2^n of kl_expf_nonpositive (x = n ln 2 + r), with 2^n = 0 where e^x is 0: e^x is
+ * kl_exp_poly(r) times that scale. For loops that take the two halves apart. */
+KLDIV_INLINE float kl_exp_nonpositive_range(float x, float *scale) {
+    int32_t n; /* -124 <= n <= 0: 2^n is a normal float */
+    float r = kl_exp_range(x < KL_EXP_LOWEST ? KL_EXP_LOWEST : x, &n);
+    *scale = x < KL_EXP_LOWEST ? 0.0f : kl_bits_to_float((uint32_t)(n + 127) << 23);
+    return r;
+}
+
 KLDIV_INLINE float kl_expf_nonpositive(float x) {
     int32_t n; /* -124 <= n <= 0: 2^n is a normal float, without kl_exp_clamped's split */
     float e_r = kl_exp_reduced(x < KL_EXP_LOWEST ? KL_EXP_LOWEST : x, &n);
@@ -126,14 +143,18 @@ KLDIV_INLINE float kl_expf_nonpositive(float x) {
 /* log of a positive normal float whose binary exponent is to be lowered by `shift`: x = m 2^e
  * with sqrt(1/2) <= m < sqrt(2), log m by a degree-9 polynomial in f = m - 1. m and e come from
  * integer arithmetic on the bits (offsetting them by those of sqrt(1/2) moves the boundary of
- * the exponent field there), with no select for the compiler to turn into a second copy of the
- * polynomial. The polynomial goes by Estrin's scheme, as in kl_exp_clamped: 4 dependent
+ * the exponent field there; kl_log_range), with no select for the compiler to turn into a
+ * second copy of the polynomial (kl_log_poly). The polynomial goes by Estrin's scheme, as in kl_exp_clamped: 4 dependent
  * multiply-adds instead of 9 (within 0.02 ulp of Horner's rule over every normal input). */
-KLDIV_INLINE float kl_log_shifted(float x, int32_t shift) {
+KLDIV_INLINE float kl_log_range(float x, int32_t shift, float *exponent) {
     const uint32_t sqrt_half = 0x3f3504f3u; /* sqrt(1/2) rounded to float32 */
     uint32_t offset = kl_float_to_bits(x) - sqrt_half;
-    int32_t e = ((int32_t)offset >> 23) - shift; /* arithmetic shift: floor */
-    float f = kl_bits_to_float((offset & 0x007fffffu) + sqrt_half) - 1.0f;
+    *exponent = (float)(((int32_t)offset >> 23) - shift); /* arithmetic shift: floor */
+    return kl_bits_to_float((offset & 0x007fffffu) + sqrt_half) - 1.0f;
+}
+
+/* log(1 + f) + e log 2 for f and e from kl_log_range. */
+KLDIV_INLINE float kl_log_poly(float f, float fe) {
     float z = f * f, z2 = z * z;
     float p01 = -2.4999993993e-1f * f + 3.3333331174e-1f;
     float p23 = -1.6668057665e-1f * f + 2.0000714765e-1f;
@@ -141,10 +162,15 @@ KLDIV_INLINE float kl_log_shifted(float x, int32_t shift) {
     float p67 = -1.1514610310e-1f * f + 1.1676998740e-1f;
     float low = p23 * z + p01, high = 7.0376836292e-2f * z2 + (p67 * z + p45);
     float poly = high * z2 + low;
-    float fe = (float)e;
     /* f - f^2/2 + f^3 poly(f) + e ln 2, the small terms first, ln 2 in two parts. */
     float y = poly * (f * z) + (fe * -2.12194440e-4f - 0.5f * z);
     return f + y + fe * 0.693359375f;
+}
+
+KLDIV_INLINE float kl_log_shifted(float x, int32_t shift) {
+    float fe;
+    float f = kl_log_range(x, shift, &fe);
+    return kl_log_poly(f, fe);
 }
 
 /* log x, with log 0 = -inf, log x<0 = NaN, log inf = inf and NaN kept. */

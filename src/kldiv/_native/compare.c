@@ -140,11 +140,19 @@ KLDIV_INLINE void rows_exp(const float *restrict a, const float *restrict b, Py_
     Py_ssize_t i = 0;
     while (i + KL_LANES <= n) {
         float block_a[KL_LANES] = {0}, block_b[KL_LANES] = {0};
-        Py_ssize_t stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
+        Py_ssize_t start = i, stop = i + KL_BLOCK <= n ? i + KL_BLOCK : n - (n - i) % KL_LANES;
+        /* The range reduction and the polynomial in two loops over the block, r kept in
+         * `out` and the scales 2^n on the stack: two short chains of dependent operations
+         * instead of one long one (see row_sums). */
+        float scale_a[KL_BLOCK], scale_b[KL_BLOCK];
+        for (Py_ssize_t k = start; k < stop; ++k) {
+            out_a[k] = kl_exp_nonpositive_range(a[k] - top_a, &scale_a[k - start]);
+            out_b[k] = kl_exp_nonpositive_range(b[k] - top_b, &scale_b[k - start]);
+        }
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j) {
-                float ea = kl_expf_nonpositive(a[i + j] - top_a);
-                float eb = kl_expf_nonpositive(b[i + j] - top_b);
+                float ea = kl_exp_poly(out_a[i + j]) * scale_a[i + j - start];
+                float eb = kl_exp_poly(out_b[i + j]) * scale_b[i + j - start];
                 out_a[i + j] = ea;
                 out_b[i + j] = eb;
                 block_a[j] += ea;
@@ -182,9 +190,16 @@ struct pass3 {
 
 /* log(p + q) of an entry. Where p + q is 0 or subnormal, both JSD terms are below 1e-38:
  * FLT_MIN keeps them finite. */
-KLDIV_INLINE float mixture_log(float ea, float eb, const struct pass3 *c) {
+KLDIV_INLINE float mixture_log_range(float ea, float eb, const struct pass3 *c,
+                                     float *exponent) {
     float m = ea * c->inverse_a + eb * c->inverse_b;
-    return kl_logf_normal(m > FLT_MIN ? m : FLT_MIN);
+    return kl_log_range(m > FLT_MIN ? m : FLT_MIN, 0, exponent);
+}
+
+KLDIV_INLINE float mixture_log(float ea, float eb, const struct pass3 *c) {
+    float exponent;
+    float f = mixture_log_range(ea, eb, c, &exponent);
+    return kl_log_poly(f, exponent);
 }
 
 /* One entry's terms, each weighted by e_a or e_b rather than by p or q: the caller scales the
@@ -231,8 +246,10 @@ KLDIV_INLINE void row_sums(const float *restrict a, const float *restrict b, Py_
         /* The block's logarithms first, in a loop of their own: each is a long chain of
          * dependent operations, and a loop that holds only them keeps several entries' chains
          * in a small reorder window, where the full entry would hold one at a time. */
-        float logs[KL_BLOCK];
-        for (Py_ssize_t k = start; k < stop; ++k) logs[k - start] = mixture_log(ea[k], eb[k], c);
+        float logs[KL_BLOCK], exponents[KL_BLOCK];
+        for (Py_ssize_t k = start; k < stop; ++k)
+            logs[k - start] = mixture_log_range(ea[k], eb[k], c, &exponents[k - start]);
+        for (Py_ssize_t k = 0; k < stop - start; ++k) logs[k] = kl_log_poly(logs[k], exponents[k]);
         for (; i < stop; i += KL_LANES) {
             for (int j = 0; j < KL_LANES; ++j)
                 pass3_entry(a[i + j], b[i + j], ea[i + j], eb[i + j], logs[i + j - start], c,
